@@ -1,0 +1,677 @@
+"""Beat Saber map reading and writing: the only module that touches map JSON.
+
+Reads a level from a .zip (path or bytes), a folder, or an in-memory {name: bytes}
+mapping, without extracting anything to disk. Info.dat v2/v4; difficulty files v2
+(and v1, whose notes share v2's keys), v3 (compact files with default keys omitted)
+and v4 (index-based, optionally gzip). Writes Info.dat v2.1.0 and v3.3.0 difficulty
+files. As a CLI, prints what it finds in zips and level folders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import sys
+import zipfile
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import orjson
+
+GRID_COLUMNS = 4  # x 0..3, left to right
+GRID_ROWS = 3  # y 0..2, bottom to top
+COLORS = 2  # 0 red (left saber), 1 blue (right saber)
+DIRECTIONS = 9  # 0 up, 1 down, 2 left, 3 right, 4 up-left, 5 up-right, 6 down-left, 7 down-right, 8 dot
+DOT = 8
+DIFFICULTY_RANKS = {"Easy": 1, "Normal": 3, "Hard": 5, "Expert": 7, "ExpertPlus": 9}
+BLOCKING_MODS = ("Noodle Extensions", "Mapping Extensions")
+# per-note customData keys that move or fake a note (Noodle Extensions), v2 and v3 spellings
+NOODLE_NOTE_KEYS = frozenset(
+    "_position _definitePosition _animation _fake _rotation _localRotation "
+    "coordinates animation worldRotation localRotation".split()
+)
+TEMPO_TOLERANCE = 1e-4  # relative; mapping tools round region beats to ~1e-6 of the tempo
+MAX_OFF_GRID_SHARE = 0.1  # above this share of unplayable notes the map is a Mapping Extensions map
+
+GZIP_MAGIC = b"\x1f\x8b"
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+class MapError(Exception):
+    """A level or file that cannot be read; the message is one line naming the problem."""
+
+
+class Note(NamedTuple):
+    beat: float
+    x: int
+    y: int
+    color: int
+    direction: int
+
+
+class Arc(NamedTuple):
+    # head and tail are where the arc starts and ends, each with its own cut direction;
+    # both carry the arc's colour
+    head: Note
+    tail: Note
+
+
+class Chain(NamedTuple):
+    # head is a real note; slices - 1 segments follow it towards (tail_beat, tail_x, tail_y)
+    head: Note
+    tail_beat: float
+    tail_x: int
+    tail_y: int
+    slices: int
+    squish: float
+
+
+@dataclass
+class Difficulty:
+    characteristic: str
+    difficulty: str
+    filename: str
+    version: str = ""
+    notes: list[Note] = field(default_factory=list)  # colour notes as stored, red + blue
+    bombs: int = 0
+    arcs: list[Arc] = field(default_factory=list)
+    chains: list[Chain] = field(default_factory=list)
+    bpm_changes: bool = False
+    noodle_data: bool = False  # notes moved/faked through customData, declared or not
+    requirements: list[str] = field(default_factory=list)
+    suggestions: list[str] = field(default_factory=list)
+    njs: float = 0.0
+    njs_offset: float = 0.0
+    error: str | None = None  # the file could not be read: why
+
+    @property
+    def off_grid(self) -> int:
+        return sum(not on_grid(n) for n in self.notes)
+
+
+@dataclass
+class Level:
+    song_name: str = ""
+    song_sub_name: str = ""
+    song_author: str = ""
+    mapper: str = ""
+    bpm: float = 0.0
+    song_filename: str = "song.egg"
+    cover_filename: str = "cover.jpg"
+    song_time_offset: float = 0.0  # seconds
+    preview_start: float = 0.0
+    preview_duration: float = 0.0
+    info_version: str = ""
+    difficulties: list[Difficulty] = field(default_factory=list)
+    path: str = field(default="", compare=False)
+
+
+def on_grid(note: Note) -> bool:
+    """True when the note is a colour note the token space can represent."""
+    return (
+        0 <= note.x < GRID_COLUMNS
+        and 0 <= note.y < GRID_ROWS
+        and 0 <= note.color < COLORS
+        and 0 <= note.direction < DIRECTIONS
+    )
+
+
+# ---------------------------------------------------------------- reading files
+
+
+def read_json(data: bytes, name: str) -> Any:
+    """Parse a .dat file's bytes: gzip (by magic bytes) and a UTF-8 BOM are handled."""
+    try:
+        if data[:2] == GZIP_MAGIC:
+            data = gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as e:
+        raise MapError(f"{name}: corrupt gzip data ({e})") from None
+    if data.startswith(UTF8_BOM):
+        data = data[len(UTF8_BOM) :]
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass
+    try:  # the slow parser also takes NaN/Infinity, which some old editors wrote
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise MapError(f"{name}: not valid JSON ({e})") from None
+
+
+def _unsafe(name: str) -> bool:
+    parts = name.replace("\\", "/").split("/")
+    return name.startswith(("/", "\\")) or ".." in parts or (len(name) > 1 and name[1] == ":")
+
+
+def _member_reader(names: Iterable[str], read: Callable[[str], bytes]) -> Callable[[str], bytes | None]:
+    """read(name) -> bytes of a level file, matched case-insensitively; None when absent.
+
+    names: every member of the source; the level's root is the folder holding Info.dat
+    (the shallowest one, so a zip with a single top folder also loads).
+    """
+    files = [n for n in names if not n.endswith("/")]
+    unsafe = [n for n in files if _unsafe(n)]
+    if unsafe:
+        raise MapError(f"unsafe member name {unsafe[0]!r} (absolute or '..')")
+    infos = [n for n in files if n.replace("\\", "/").rsplit("/", 1)[-1].lower() == "info.dat"]
+    if not infos:
+        raise MapError("no Info.dat")
+    info = min(infos, key=lambda n: n.replace("\\", "/").count("/"))
+    root = info[: -len("info.dat")]
+    # index: lower-case path under the root -> member name
+    index = {n[len(root) :].replace("\\", "/").lower(): n for n in files if n.startswith(root)}
+
+    def read_member(name: str) -> bytes | None:
+        member = index.get(name.replace("\\", "/").lower())
+        if member is None:
+            return None
+        try:
+            return read(member)
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as e:
+            raise MapError(f"{name}: unreadable ({e})") from None
+
+    return read_member
+
+
+@contextmanager
+def _open_level(source: str | os.PathLike | bytes | Mapping[str, bytes]) -> Iterator[Callable[[str], bytes | None]]:
+    if isinstance(source, Mapping):
+        yield _member_reader(source.keys(), source.__getitem__)
+        return
+    if isinstance(source, (bytes, bytearray)):
+        import io
+
+        source = io.BytesIO(source)
+    elif Path(source).is_dir():
+        root = Path(source)
+        yield _member_reader([p.name for p in root.iterdir() if p.is_file()], lambda n: (root / n).read_bytes())
+        return
+    try:
+        archive = zipfile.ZipFile(source)
+    except FileNotFoundError:
+        raise MapError("no such file or folder") from None
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise MapError(f"not a readable zip ({e})") from None
+    with archive:
+        yield _member_reader(archive.namelist(), archive.read)
+
+
+def load_level(source: str | os.PathLike | bytes | Mapping[str, bytes]) -> Level:
+    """Read a level from a .zip path, zip bytes, a folder, or {file name: bytes}.
+
+    Raises MapError for a level that cannot be read at all (bad zip, no or broken
+    Info.dat, v1 schema); a difficulty file that is missing or broken sets that
+    Difficulty's `error` instead, so the rest of the level stays usable.
+    """
+    with _open_level(source) as read:
+        level = _parse_info(read_json(read("Info.dat"), "Info.dat"))
+        level.path = "" if isinstance(source, (bytes, bytearray, Mapping)) else str(source)
+        regions_change = _regions_change(read, level)
+        for diff in level.difficulties:
+            try:
+                data = read(diff.filename)
+                if data is None:
+                    raise MapError(f"{diff.filename}: named in Info.dat but missing")
+                _parse_difficulty(diff, read_json(data, diff.filename), level.bpm)
+            except MapError as e:
+                diff.error = str(e)
+            diff.bpm_changes = diff.bpm_changes or regions_change
+    return level
+
+
+# ---------------------------------------------------------------- Info.dat
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _number(obj: Mapping, key: str, default: float = 0.0) -> float:
+    value = obj.get(key, default)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise MapError(f"{key} is not a number: {value!r}") from None
+
+
+def _canonical_difficulty(name: str) -> str:
+    key = name.lower().replace("+", "plus").replace(" ", "")
+    return next((d for d in DIFFICULTY_RANKS if d.lower() == key), name)
+
+
+def _mods(custom: Any, key: str) -> list[str]:
+    values = custom.get(key) if isinstance(custom, dict) else None
+    return [v for v in values if isinstance(v, str)] if isinstance(values, list) else []
+
+
+def _parse_info(info: Any) -> Level:
+    if not isinstance(info, dict):
+        raise MapError("Info.dat: not a JSON object")
+    version = _text(info.get("version") or info.get("_version"))
+    if version.startswith("4"):
+        return _info_v4(info, version)
+    if version.startswith("2") or "_beatsPerMinute" in info or "_difficultyBeatmapSets" in info:
+        return _info_v2(info, version)
+    if "difficultyLevels" in info or "beatsPerMinute" in info:
+        raise MapError("Info.dat: schema v1 is not supported (re-save the level in a current editor)")
+    raise MapError(f"Info.dat: unknown schema (version {version!r})")
+
+
+def _info_v2(info: dict, version: str) -> Level:
+    difficulties = []
+    for group in info.get("_difficultyBeatmapSets") or []:
+        for entry in group.get("_difficultyBeatmaps") or []:
+            custom = entry.get("_customData")
+            difficulties.append(
+                Difficulty(
+                    characteristic=_text(group.get("_beatmapCharacteristicName")),
+                    difficulty=_canonical_difficulty(_text(entry.get("_difficulty"))),
+                    filename=_text(entry.get("_beatmapFilename")),
+                    requirements=_mods(custom, "_requirements"),
+                    suggestions=_mods(custom, "_suggestions"),
+                    njs=_number(entry, "_noteJumpMovementSpeed"),
+                    njs_offset=_number(entry, "_noteJumpStartBeatOffset"),
+                )
+            )
+    return Level(
+        song_name=_text(info.get("_songName")),
+        song_sub_name=_text(info.get("_songSubName")),
+        song_author=_text(info.get("_songAuthorName")),
+        mapper=_text(info.get("_levelAuthorName")),
+        bpm=_number(info, "_beatsPerMinute"),
+        song_filename=_text(info.get("_songFilename")),
+        cover_filename=_text(info.get("_coverImageFilename")),
+        song_time_offset=_number(info, "_songTimeOffset"),
+        preview_start=_number(info, "_previewStartTime"),
+        preview_duration=_number(info, "_previewDuration"),
+        info_version=version or "2.0.0",
+        difficulties=difficulties,
+    )
+
+
+def _info_v4(info: dict, version: str) -> Level:
+    song, audio = info.get("song") or {}, info.get("audio") or {}
+    difficulties, mappers = [], []
+    for entry in info.get("difficultyBeatmaps") or []:
+        custom = entry.get("customData")
+        difficulties.append(
+            Difficulty(
+                characteristic=_text(entry.get("characteristic")),
+                difficulty=_canonical_difficulty(_text(entry.get("difficulty"))),
+                filename=_text(entry.get("beatmapDataFilename")),
+                requirements=_mods(custom, "requirements") or _mods(custom, "_requirements"),
+                suggestions=_mods(custom, "suggestions") or _mods(custom, "_suggestions"),
+                njs=_number(entry, "noteJumpMovementSpeed"),
+                njs_offset=_number(entry, "noteJumpStartBeatOffset"),
+            )
+        )
+        for name in (entry.get("beatmapAuthors") or {}).get("mappers") or []:
+            if isinstance(name, str) and name not in mappers:
+                mappers.append(name)
+    return Level(
+        song_name=_text(song.get("title")),
+        song_sub_name=_text(song.get("subTitle")),
+        song_author=_text(song.get("author")),
+        mapper=", ".join(mappers),
+        bpm=_number(audio, "bpm"),
+        song_filename=_text(audio.get("songFilename")),
+        cover_filename=_text(info.get("coverImageFilename")),
+        preview_start=_number(audio, "previewStartTime"),
+        preview_duration=_number(audio, "previewDuration"),
+        info_version=version,
+        difficulties=difficulties,
+    )
+
+
+def _same_tempo(a: float, b: float) -> bool:
+    return abs(a - b) <= TEMPO_TOLERANCE * max(abs(a), abs(b))
+
+
+def _regions_change(read: Callable[[str], bytes | None], level: Level) -> bool:
+    """True when the level's audio-data file (v2 BPMInfo.dat, v4 AudioData.dat) has a
+    region whose tempo differs from the Info BPM. One tempo throughout is no change."""
+    v4 = level.info_version.startswith("4")
+    name = "AudioData.dat" if v4 else "BPMInfo.dat"
+    data = read(name)
+    if data is None:
+        return False
+    try:
+        doc = read_json(data, name)
+        if v4:
+            rate = _number(doc, "songFrequency")
+            regions = [(r["si"], r["ei"], r["sb"], r["eb"]) for r in doc.get("bpmData") or []]
+        else:
+            rate = _number(doc, "_songFrequency")
+            keys = ("_startSampleIndex", "_endSampleIndex", "_startBeat", "_endBeat")
+            regions = [tuple(r[k] for k in keys) for r in doc.get("_regions") or []]
+    except (MapError, KeyError, TypeError, AttributeError):
+        return False  # editor metadata only; an unreadable one says nothing about tempo
+    # region tempo = beats per minute of audio = d(beats) * 60 * rate / d(samples)
+    tempos = [(eb - sb) * 60 * rate / (ei - si) for si, ei, sb, eb in regions if ei > si]
+    return any(not _same_tempo(t, level.bpm) for t in tempos)
+
+
+# ---------------------------------------------------------------- difficulty files
+
+
+def _parse_difficulty(diff: Difficulty, doc: Any, info_bpm: float) -> None:
+    """Fill diff from a parsed difficulty file; a wrong type or index raises MapError."""
+    if not isinstance(doc, dict):
+        raise MapError(f"{diff.filename}: not a JSON object")
+    version = _text(doc.get("version") or doc.get("_version"))
+    if not version:
+        version = "3.0.0" if "colorNotes" in doc else "2.0.0"
+    diff.version = version
+    parse = {"4": _difficulty_v4, "3": _difficulty_v3}.get(version[0], _difficulty_v2)
+    try:
+        tempos = parse(diff, doc)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
+        raise MapError(f"{diff.filename}: malformed v{version} data ({type(e).__name__}: {e})") from None
+    diff.bpm_changes = any(not _same_tempo(t, info_bpm) for t in tempos)
+
+
+def _difficulty_v2(diff: Difficulty, doc: dict) -> list[float]:
+    """v2 (and v1): _notes with _type 0/1 colour, 3 bomb; v2.6 _sliders are arcs."""
+    for n in doc.get("_notes") or []:
+        kind = n.get("_type", 0)
+        if kind == 3:
+            diff.bombs += 1
+        elif kind in (0, 1):
+            note = Note(
+                float(n.get("_time", 0)),
+                int(n.get("_lineIndex", 0)),
+                int(n.get("_lineLayer", 0)),
+                kind,
+                int(n.get("_cutDirection", 0)),
+            )
+            diff.notes.append(note)
+            diff.noodle_data = diff.noodle_data or _noodle(n.get("_customData"))
+    for s in doc.get("_sliders") or []:
+        color = int(s.get("_colorType", 0))
+        head = Note(
+            float(s.get("_headTime", 0)),
+            int(s.get("_headLineIndex", 0)),
+            int(s.get("_headLineLayer", 0)),
+            color,
+            int(s.get("_headCutDirection", 0)),
+        )
+        tail = Note(
+            float(s.get("_tailTime", 0)),
+            int(s.get("_tailLineIndex", 0)),
+            int(s.get("_tailLineLayer", 0)),
+            color,
+            int(s.get("_tailCutDirection", 0)),
+        )
+        diff.arcs.append(Arc(head, tail))
+    custom = doc.get("_customData") or {}
+    diff.noodle_data = diff.noodle_data or bool(custom.get("_fakeNotes"))
+    changes = (doc.get("_BPMChanges") or []) + (custom.get("_BPMChanges") or custom.get("_bpmChanges") or [])
+    return [float(c.get("_BPM", c.get("_bpm", 0))) for c in changes]
+
+
+def _difficulty_v3(diff: Difficulty, doc: dict) -> list[float]:
+    """v3: single-letter keys, any of which a compact file may omit (default 0)."""
+    for n in doc.get("colorNotes") or []:
+        note = Note(float(n.get("b", 0)), int(n.get("x", 0)), int(n.get("y", 0)), int(n.get("c", 0)), int(n.get("d", 0)))
+        diff.notes.append(note)
+        diff.noodle_data = diff.noodle_data or _noodle(n.get("customData"))
+    diff.bombs = len(doc.get("bombNotes") or [])
+    for s in doc.get("sliders") or []:
+        color = int(s.get("c", 0))
+        head = Note(float(s.get("b", 0)), int(s.get("x", 0)), int(s.get("y", 0)), color, int(s.get("d", 0)))
+        tail = Note(float(s.get("tb", 0)), int(s.get("tx", 0)), int(s.get("ty", 0)), color, int(s.get("tc", 0)))
+        diff.arcs.append(Arc(head, tail))
+    for s in doc.get("burstSliders") or []:
+        head = Note(float(s.get("b", 0)), int(s.get("x", 0)), int(s.get("y", 0)), int(s.get("c", 0)), int(s.get("d", 0)))
+        diff.chains.append(
+            Chain(head, float(s.get("tb", 0)), int(s.get("tx", 0)), int(s.get("ty", 0)), int(s.get("sc", 0)), float(s.get("s", 0)))
+        )
+    custom = doc.get("customData") or {}
+    diff.noodle_data = diff.noodle_data or bool(custom.get("fakeColorNotes"))
+    return [float(e.get("m", 0)) for e in doc.get("bpmEvents") or []]
+
+
+def _difficulty_v4(diff: Difficulty, doc: dict) -> list[float]:
+    """v4: objects hold a beat and an index into a *Data array of shared properties.
+    Tempo lives in the level's AudioData.dat, not here."""
+    if isinstance(doc.get("content"), dict):
+        doc = doc["content"]
+    props = doc.get("colorNotesData") or []
+
+    def note_at(beat: float, index: int) -> Note:
+        p = props[index]
+        return Note(float(beat), int(p.get("x", 0)), int(p.get("y", 0)), int(p.get("c", 0)), int(p.get("d", 0)))
+
+    diff.notes = [note_at(n.get("b", 0), n.get("i", 0)) for n in doc.get("colorNotes") or []]
+    diff.bombs = len(doc.get("bombNotes") or [])
+    for a in doc.get("arcs") or []:
+        head = note_at(a.get("hb", 0), a.get("hi", 0))
+        tail = note_at(a.get("tb", 0), a.get("ti", 0))
+        diff.arcs.append(Arc(head, tail._replace(color=head.color)))
+    chain_props = doc.get("chainsData") or []
+    for c in doc.get("chains") or []:
+        p = chain_props[c.get("ci", 0)]
+        head = note_at(c.get("hb", 0), c.get("i", 0))
+        diff.chains.append(
+            Chain(head, float(c.get("tb", 0)), int(p.get("tx", 0)), int(p.get("ty", 0)), int(p.get("c", 0)), float(p.get("s", 0)))
+        )
+    return []
+
+
+def _noodle(custom: Any) -> bool:
+    return isinstance(custom, dict) and not NOODLE_NOTE_KEYS.isdisjoint(custom)
+
+
+# ---------------------------------------------------------------- training filter
+
+
+def rejection(level: Level, diff: Difficulty) -> str | None:
+    """Why this difficulty cannot train the model, or None when it can.
+
+    Reasons are short fixed phrases so that summaries can count them.
+    """
+    if diff.error:
+        return "unreadable difficulty file"
+    if diff.characteristic != "Standard":
+        return "not Standard characteristic"
+    if any(mod in diff.requirements for mod in BLOCKING_MODS):
+        return "requires Noodle/Mapping Extensions"
+    if diff.noodle_data:
+        return "Noodle Extensions note data"
+    if level.bpm <= 0:
+        return "no BPM"
+    if diff.bpm_changes:
+        return "BPM changes"
+    if level.song_time_offset:
+        return "song time offset"
+    if not diff.notes or diff.off_grid == len(diff.notes):
+        return "no notes"
+    if diff.off_grid > MAX_OFF_GRID_SHARE * len(diff.notes):
+        return "notes off the 4x3 grid"
+    return None
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _dumps(doc: dict) -> bytes:
+    return orjson.dumps(doc, option=orjson.OPT_INDENT_2)
+
+
+def difficulty_json(notes: Iterable[Note]) -> bytes:
+    """A v3.3.0 difficulty file holding these colour notes (sorted by beat) and nothing else."""
+    color_notes = [
+        {"b": n.beat, "x": n.x, "y": n.y, "c": n.color, "d": n.direction, "a": 0} for n in sorted(notes)
+    ]
+    empty_lists = (
+        "bpmEvents rotationEvents bombNotes obstacles sliders burstSliders waypoints basicBeatmapEvents "
+        "colorBoostBeatmapEvents lightColorEventBoxGroups lightRotationEventBoxGroups "
+        "lightTranslationEventBoxGroups vfxEventBoxGroups"
+    ).split()
+    doc = {"version": "3.3.0", "colorNotes": color_notes, **{k: [] for k in empty_lists}}
+    doc |= {
+        "_fxEventsCollection": {"_fl": [], "_il": []},
+        "basicEventTypesWithKeywords": {"d": []},
+        "useNormalEventsAsCompatibleEvents": False,
+    }
+    return _dumps(doc)
+
+
+def info_json(level: Level) -> bytes:
+    """A v2.1.0 Info.dat for the level; difficulties grouped by characteristic in rank order."""
+    groups: dict[str, list[dict]] = {}
+    for diff in sorted(level.difficulties, key=lambda d: DIFFICULTY_RANKS.get(d.difficulty, 0)):
+        entry = {
+            "_difficulty": diff.difficulty,
+            "_difficultyRank": DIFFICULTY_RANKS.get(diff.difficulty, 0),
+            "_beatmapFilename": diff.filename,
+            "_noteJumpMovementSpeed": diff.njs,
+            "_noteJumpStartBeatOffset": diff.njs_offset,
+        }
+        if diff.requirements or diff.suggestions:
+            entry["_customData"] = {"_requirements": diff.requirements, "_suggestions": diff.suggestions}
+        groups.setdefault(diff.characteristic, []).append(entry)
+    return _dumps(
+        {
+            "_version": "2.1.0",
+            "_songName": level.song_name,
+            "_songSubName": level.song_sub_name,
+            "_songAuthorName": level.song_author,
+            "_levelAuthorName": level.mapper,
+            "_beatsPerMinute": level.bpm,
+            "_shuffle": 0,
+            "_shufflePeriod": 0.5,
+            "_previewStartTime": level.preview_start,
+            "_previewDuration": level.preview_duration,
+            "_songFilename": level.song_filename,
+            "_coverImageFilename": level.cover_filename,
+            "_environmentName": "DefaultEnvironment",
+            "_allDirectionsEnvironmentName": "GlassDesertEnvironment",
+            "_songTimeOffset": level.song_time_offset,
+            "_difficultyBeatmapSets": [
+                {"_beatmapCharacteristicName": name, "_difficultyBeatmaps": entries} for name, entries in groups.items()
+            ],
+        }
+    )
+
+
+def level_files(level: Level) -> dict[str, bytes]:
+    """{file name: bytes} of the level's JSON: Info.dat + one v3.3.0 file per difficulty."""
+    return {"Info.dat": info_json(level)} | {d.filename: difficulty_json(d.notes) for d in level.difficulties}
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def find_levels(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
+    """Zips and level folders under the given paths, in a stable order.
+
+    A folder holding .dat files but no Info.dat is yielded too, so it is reported
+    rather than silently skipped.
+    """
+    for path in map(Path, paths):
+        if path.is_file() and path.name.lower() == "info.dat":
+            yield path.parent
+        elif not path.is_dir():
+            yield path  # a zip, or a missing/odd path reported when loaded
+        else:
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                if any(f.lower().endswith(".dat") for f in files):
+                    yield Path(root)
+                    dirs.clear()
+                    continue
+                yield from (Path(root) / f for f in sorted(files) if f.lower().endswith(".zip"))
+
+
+def level_summary(level: Level) -> dict:
+    """The CLI's --json object for one level."""
+    return {
+        "path": level.path,
+        "song_name": level.song_name,
+        "song_author": level.song_author,
+        "mapper": level.mapper,
+        "bpm": level.bpm,
+        "song_filename": level.song_filename,
+        "song_time_offset": level.song_time_offset,
+        "info_version": level.info_version,
+        "difficulties": [
+            {
+                "characteristic": d.characteristic,
+                "difficulty": d.difficulty,
+                "filename": d.filename,
+                "version": d.version,
+                "notes": len(d.notes),
+                "bombs": d.bombs,
+                "arcs": len(d.arcs),
+                "chains": len(d.chains),
+                "off_grid": d.off_grid,
+                "bpm_changes": d.bpm_changes,
+                "requirements": d.requirements,
+                "suggestions": d.suggestions,
+                "trainable": (reason := rejection(level, d)) is None,
+                **({"reason": reason} if reason else {}),
+                **({"error": d.error} if d.error else {}),
+            }
+            for d in level.difficulties
+        ],
+    }
+
+
+def _table_rows(summary: dict) -> list[list[str]]:
+    head = [summary["path"], f"{summary['bpm']:g}"]
+    rows = [
+        head
+        + [
+            f"{d['characteristic']}/{d['difficulty']}",
+            d["version"] or "-",
+            str(d["notes"]),
+            str(d["bombs"]),
+            str(d["arcs"]),
+            str(d["chains"]),
+            "yes" if d["trainable"] else f"no: {d.get('error') or d['reason']}",
+        ]
+        for d in summary["difficulties"]
+    ]
+    return rows or [head + ["(no difficulties)", "-", "-", "-", "-", "-", "no"]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Read Beat Saber levels (zips or folders; v2/v3/v4) and report their "
+        "difficulties, note counts and whether each can be used for training.",
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="a level .zip, a level folder, or a folder searched recursively")
+    parser.add_argument("--json", action="store_true", help="one JSON object per level per line instead of a table")
+    args = parser.parse_args(argv)
+
+    header = ["path", "bpm", "difficulty", "schema", "notes", "bombs", "arcs", "chains", "trainable"]
+    rows, read_any = [], False
+    for path in find_levels(args.paths):
+        try:
+            summary = level_summary(load_level(path))
+            read_any = True
+        except MapError as e:
+            summary = {"path": str(path), "error": str(e)}
+        if args.json:
+            print(json.dumps(summary, ensure_ascii=False), flush=True)
+        elif "error" in summary:
+            rows.append([summary["path"], "-", f"ERROR: {summary['error']}"])
+        else:
+            rows.extend(_table_rows(summary))
+    if not args.json:
+        # error rows (path, "-", message) do not widen the columns
+        widths = [max(len(r[i]) for r in [header, *rows] if len(r) == len(header)) for i in range(len(header))]
+        for row in [header, *rows]:
+            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0 if read_any else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
