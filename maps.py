@@ -360,7 +360,18 @@ def _regions_change(read: Callable[[str], bytes | None], level: Level) -> bool:
 # ---------------------------------------------------------------- difficulty files
 
 
-def _parse_difficulty(diff: Difficulty, doc: Any, info_bpm: float) -> None:
+def read_difficulty(data: bytes, filename: str = "difficulty.dat", info_bpm: float | None = None) -> Difficulty:
+    """One difficulty file's content (characteristic and difficulty left empty).
+
+    bpm_changes compares tempo events with info_bpm, or with the first event when
+    no Info BPM is given. Raises MapError when the file cannot be read.
+    """
+    diff = Difficulty(characteristic="", difficulty="", filename=filename)
+    _parse_difficulty(diff, read_json(data, filename), info_bpm)
+    return diff
+
+
+def _parse_difficulty(diff: Difficulty, doc: Any, info_bpm: float | None) -> None:
     """Fill diff from a parsed difficulty file; a wrong type or index raises MapError."""
     if not isinstance(doc, dict):
         raise MapError(f"{diff.filename}: not a JSON object")
@@ -373,7 +384,29 @@ def _parse_difficulty(diff: Difficulty, doc: Any, info_bpm: float) -> None:
         tempos = parse(diff, doc)
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
         raise MapError(f"{diff.filename}: malformed v{version} data ({type(e).__name__}: {e})") from None
-    diff.bpm_changes = any(not _same_tempo(t, info_bpm) for t in tempos)
+    reference = info_bpm if info_bpm is not None else next(iter(tempos), 0.0)
+    diff.bpm_changes = any(not _same_tempo(t, reference) for t in tempos)
+
+
+# key names of (beat, x, y, color, direction) in each schema's objects
+V2_NOTE = ("_time", "_lineIndex", "_lineLayer", "_type", "_cutDirection")
+V2_ARC_HEAD = ("_headTime", "_headLineIndex", "_headLineLayer", "_colorType", "_headCutDirection")
+V2_ARC_TAIL = ("_tailTime", "_tailLineIndex", "_tailLineLayer", "_colorType", "_tailCutDirection")
+V3_NOTE = ("b", "x", "y", "c", "d")
+V3_ARC_TAIL = ("tb", "tx", "ty", "c", "tc")
+# (tail beat, tail x, tail y, slices, squish) of a chain
+V3_CHAIN_TAIL = ("tb", "tx", "ty", "sc", "s")
+V4_CHAIN_TAIL = ("tb", "tx", "ty", "c", "s")
+
+
+def _note(obj: dict, keys: tuple[str, ...]) -> Note:
+    beat, x, y, color, direction = (obj.get(k, 0) for k in keys)
+    return Note(float(beat), int(x), int(y), int(color), int(direction))
+
+
+def _chain(head: Note, obj: dict, keys: tuple[str, ...]) -> Chain:
+    tail_beat, tail_x, tail_y, slices, squish = (obj.get(k, 0) for k in keys)
+    return Chain(head, float(tail_beat), int(tail_x), int(tail_y), int(slices), float(squish))
 
 
 def _difficulty_v2(diff: Difficulty, doc: dict) -> list[float]:
@@ -383,32 +416,9 @@ def _difficulty_v2(diff: Difficulty, doc: dict) -> list[float]:
         if kind == 3:
             diff.bombs += 1
         elif kind in (0, 1):
-            note = Note(
-                float(n.get("_time", 0)),
-                int(n.get("_lineIndex", 0)),
-                int(n.get("_lineLayer", 0)),
-                kind,
-                int(n.get("_cutDirection", 0)),
-            )
-            diff.notes.append(note)
+            diff.notes.append(_note(n, V2_NOTE))
             diff.noodle_data = diff.noodle_data or _noodle(n.get("_customData"))
-    for s in doc.get("_sliders") or []:
-        color = int(s.get("_colorType", 0))
-        head = Note(
-            float(s.get("_headTime", 0)),
-            int(s.get("_headLineIndex", 0)),
-            int(s.get("_headLineLayer", 0)),
-            color,
-            int(s.get("_headCutDirection", 0)),
-        )
-        tail = Note(
-            float(s.get("_tailTime", 0)),
-            int(s.get("_tailLineIndex", 0)),
-            int(s.get("_tailLineLayer", 0)),
-            color,
-            int(s.get("_tailCutDirection", 0)),
-        )
-        diff.arcs.append(Arc(head, tail))
+    diff.arcs = [Arc(_note(s, V2_ARC_HEAD), _note(s, V2_ARC_TAIL)) for s in doc.get("_sliders") or []]
     custom = doc.get("_customData") or {}
     diff.noodle_data = diff.noodle_data or bool(custom.get("_fakeNotes"))
     changes = (doc.get("_BPMChanges") or []) + (custom.get("_BPMChanges") or custom.get("_bpmChanges") or [])
@@ -418,20 +428,11 @@ def _difficulty_v2(diff: Difficulty, doc: dict) -> list[float]:
 def _difficulty_v3(diff: Difficulty, doc: dict) -> list[float]:
     """v3: single-letter keys, any of which a compact file may omit (default 0)."""
     for n in doc.get("colorNotes") or []:
-        note = Note(float(n.get("b", 0)), int(n.get("x", 0)), int(n.get("y", 0)), int(n.get("c", 0)), int(n.get("d", 0)))
-        diff.notes.append(note)
+        diff.notes.append(_note(n, V3_NOTE))
         diff.noodle_data = diff.noodle_data or _noodle(n.get("customData"))
     diff.bombs = len(doc.get("bombNotes") or [])
-    for s in doc.get("sliders") or []:
-        color = int(s.get("c", 0))
-        head = Note(float(s.get("b", 0)), int(s.get("x", 0)), int(s.get("y", 0)), color, int(s.get("d", 0)))
-        tail = Note(float(s.get("tb", 0)), int(s.get("tx", 0)), int(s.get("ty", 0)), color, int(s.get("tc", 0)))
-        diff.arcs.append(Arc(head, tail))
-    for s in doc.get("burstSliders") or []:
-        head = Note(float(s.get("b", 0)), int(s.get("x", 0)), int(s.get("y", 0)), int(s.get("c", 0)), int(s.get("d", 0)))
-        diff.chains.append(
-            Chain(head, float(s.get("tb", 0)), int(s.get("tx", 0)), int(s.get("ty", 0)), int(s.get("sc", 0)), float(s.get("s", 0)))
-        )
+    diff.arcs = [Arc(_note(s, V3_NOTE), _note(s, V3_ARC_TAIL)) for s in doc.get("sliders") or []]
+    diff.chains = [_chain(_note(s, V3_NOTE), s, V3_CHAIN_TAIL) for s in doc.get("burstSliders") or []]
     custom = doc.get("customData") or {}
     diff.noodle_data = diff.noodle_data or bool(custom.get("fakeColorNotes"))
     return [float(e.get("m", 0)) for e in doc.get("bpmEvents") or []]
@@ -445,8 +446,7 @@ def _difficulty_v4(diff: Difficulty, doc: dict) -> list[float]:
     props = doc.get("colorNotesData") or []
 
     def note_at(beat: float, index: int) -> Note:
-        p = props[index]
-        return Note(float(beat), int(p.get("x", 0)), int(p.get("y", 0)), int(p.get("c", 0)), int(p.get("d", 0)))
+        return _note(props[index], V3_NOTE)._replace(beat=float(beat))
 
     diff.notes = [note_at(n.get("b", 0), n.get("i", 0)) for n in doc.get("colorNotes") or []]
     diff.bombs = len(doc.get("bombNotes") or [])
@@ -456,11 +456,8 @@ def _difficulty_v4(diff: Difficulty, doc: dict) -> list[float]:
         diff.arcs.append(Arc(head, tail._replace(color=head.color)))
     chain_props = doc.get("chainsData") or []
     for c in doc.get("chains") or []:
-        p = chain_props[c.get("ci", 0)]
         head = note_at(c.get("hb", 0), c.get("i", 0))
-        diff.chains.append(
-            Chain(head, float(c.get("tb", 0)), int(p.get("tx", 0)), int(p.get("ty", 0)), int(p.get("c", 0)), float(p.get("s", 0)))
-        )
+        diff.chains.append(_chain(head, chain_props[c.get("ci", 0)] | {"tb": c.get("tb", 0)}, V4_CHAIN_TAIL))
     return []
 
 
@@ -506,9 +503,7 @@ def _dumps(doc: dict) -> bytes:
 
 def difficulty_json(notes: Iterable[Note]) -> bytes:
     """A v3.3.0 difficulty file holding these colour notes (sorted by beat) and nothing else."""
-    color_notes = [
-        {"b": n.beat, "x": n.x, "y": n.y, "c": n.color, "d": n.direction, "a": 0} for n in sorted(notes)
-    ]
+    color_notes = [{"b": n.beat, "x": n.x, "y": n.y, "c": n.color, "d": n.direction, "a": 0} for n in sorted(notes)]
     empty_lists = (
         "bpmEvents rotationEvents bombNotes obstacles sliders burstSliders waypoints basicBeatmapEvents "
         "colorBoostBeatmapEvents lightColorEventBoxGroups lightRotationEventBoxGroups "
@@ -647,7 +642,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Read Beat Saber levels (zips or folders; v2/v3/v4) and report their "
         "difficulties, note counts and whether each can be used for training.",
     )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="a level .zip, a level folder, or a folder searched recursively")
+    parser.add_argument(
+        "paths", nargs="+", metavar="PATH", help="a level .zip, a level folder, or a folder searched recursively"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per level per line instead of a table")
     args = parser.parse_args(argv)
 

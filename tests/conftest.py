@@ -1,0 +1,32 @@
+"""Shared test helpers: where fixtures live and how to build level zips in memory."""
+
+import io
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+OWN_LEVELS = ROOT / "tests" / "fixtures" / "levels"  # hand-written, part of the repo
+SHARED_MAPS = ROOT.parent / "shared" / "fixtures" / "maps"  # real maps, beside the repo only
+
+needs_shared = pytest.mark.skipif(
+    not SHARED_MAPS.is_dir(),
+    reason=f"real-map fixtures not found at {SHARED_MAPS} (they live beside the repo, not in it)",
+)
+
+
+def level_dict(name: str) -> dict[str, bytes]:
+    """{file name: bytes} of one hand-written fixture level (v2, v3 or v4)."""
+    return {p.name: p.read_bytes() for p in (OWN_LEVELS / name).iterdir()}
+
+
+def zip_bytes(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()

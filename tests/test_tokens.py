@@ -1,0 +1,113 @@
+"""data.py's token space: layout, note and time tokens, canonical note lists."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import data
+from data import (
+    AUDIO,
+    BOS,
+    DIFFICULTY_TOKENS,
+    NOTE,
+    PAD,
+    TIME,
+    VOCAB_SIZE,
+    audio_tokens,
+    decode_notes,
+    encode_notes,
+    note_fields,
+    note_token,
+    note_tokens_error,
+    time_token,
+    token_tick,
+)
+
+
+def test_layout_matches_the_design_table():
+    starts = {name: r.start for name, r in data.TOKEN_RANGES.items()}
+    assert starts == {"time": 0, "note": 12_288, "audio": 12_528, "special": 14_576, "difficulty": 14_582}
+    assert (data.EOS, data.AUDIO_START, data.NOTES_START) == (14_577, 14_579, 14_581)
+    assert list(DIFFICULTY_TOKENS.items()) == [
+        ("Easy", 14_582),
+        ("Normal", 14_583),
+        ("Hard", 14_584),
+        ("Expert", 14_585),
+        ("ExpertPlus", 14_586),
+    ]
+    assert VOCAB_SIZE == 14_587 < 151_936  # fits Qwen3's vocabulary
+
+
+def test_every_cell_colour_direction_has_its_own_token():
+    tokens = {note_token(x, y, c, d) for x in range(4) for y in range(3) for c in range(2) for d in range(9)}
+    assert len(tokens) == 4 * 3 * 2 * 9 and all(t in NOTE for t in tokens)
+    assert note_token(3, 0, 0, 0) != note_token(0, 1, 0, 0)  # the source spec's y*3+x collided here
+    assert note_token(1, 2, 1, 5) == NOTE.start + (2 * 4 + 1) * 20 + 10 + 5
+
+
+@pytest.mark.parametrize("bad", [(4, 0, 0, 0), (0, 3, 0, 0), (0, 0, 2, 0), (0, 0, 0, 9), (-1, 0, 0, 0)])
+def test_note_token_rejects_what_the_game_cannot_show(bad):
+    with pytest.raises(ValueError):
+        note_token(*bad)
+
+
+def test_time_token_bounds():
+    assert time_token(0) == TIME.start and time_token(TIME.size - 1) == TIME.stop - 1
+    for bad in (-1, TIME.size):
+        with pytest.raises(ValueError):
+            time_token(bad)
+    with pytest.raises(ValueError):
+        token_tick(NOTE.start)
+
+
+def test_audio_tokens_interleave_codebooks_frame_by_frame():
+    codes = np.array([[0, 0], [5, 7], [1023, 1023]])
+    assert audio_tokens(codes).tolist() == [
+        AUDIO.start,
+        AUDIO.start + 1024,
+        AUDIO.start + 5,
+        AUDIO.start + 1024 + 7,
+        AUDIO.start + 1023,
+        AUDIO.stop - 1,
+    ]
+
+
+notes = st.tuples(
+    st.integers(0, TIME.size - 1), st.integers(0, 3), st.integers(0, 2), st.integers(0, 1), st.integers(0, 8)
+)
+
+
+@given(notes)
+def test_every_valid_note_round_trips(note):
+    tick, *fields = note
+    assert note_fields(note_token(*fields)) == tuple(fields)
+    assert token_tick(time_token(tick)) == tick
+    assert decode_notes(encode_notes([note])) == [note]
+
+
+@given(st.lists(notes, max_size=60))
+def test_every_valid_note_list_round_trips(chunk):
+    tokens = encode_notes(chunk)
+    assert note_tokens_error(tokens) is None
+    decoded = decode_notes(tokens)
+    assert decoded == sorted(set(decoded), key=lambda n: (n[0], note_token(*n[1:])))
+    assert set(decoded) == set(chunk)
+    assert encode_notes(decoded) == tokens
+    assert encode_notes(reversed(chunk)) == tokens  # order of input does not matter
+
+
+def test_validity_check_names_each_problem():
+    a, b = note_token(0, 0, 0, 1), note_token(1, 0, 0, 1)
+    assert note_tokens_error([]) is None
+    assert note_tokens_error([0, a, 0, b, 48, a]) is None
+    assert "odd" in note_tokens_error([0, a, 0])
+    assert "not a time token" in note_tokens_error([a, a])
+    assert "not a note type" in note_tokens_error([0, 0])
+    assert "not a note type" in note_tokens_error([0, BOS])
+    assert "canonical order" in note_tokens_error([48, a, 0, a])  # time goes back
+    assert "canonical order" in note_tokens_error([0, b, 0, a])  # types at one tick not increasing
+    assert "canonical order" in note_tokens_error([0, a, 0, a])  # repeated
+    assert "reserved direction" in note_tokens_error([0, NOTE.start + 9])
+    assert "past the chunk end" in note_tokens_error([64 * 48, a], chunk_ticks=64 * 48)
+    assert "not a note type" in note_tokens_error([0, PAD])
