@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
-import orjson
+import msgspec
 
 GRID_COLUMNS = 4  # x 0..3, left to right
 GRID_ROWS = 3  # y 0..2, bottom to top
@@ -39,6 +39,7 @@ NOODLE_NOTE_KEYS = frozenset(
 TEMPO_TOLERANCE = 1e-4  # relative; mapping tools round region beats to ~1e-6 of the tempo
 MAX_OFF_GRID_SHARE = 0.1  # above this share of unplayable notes the map is a Mapping Extensions map
 
+T = TypeVar("T")
 GZIP_MAGIC = b"\x1f\x8b"
 UTF8_BOM = b"\xef\xbb\xbf"
 
@@ -47,7 +48,9 @@ class MapError(Exception):
     """A level or file that cannot be read; the message is one line naming the problem."""
 
 
-class Note(NamedTuple):
+class Note(msgspec.Struct, frozen=True, order=True):
+    # immutable, hashable, sorted by beat then x, y, color, direction; a Struct rather
+    # than a NamedTuple because big maps build tens of thousands of them
     beat: float
     x: int
     y: int
@@ -125,23 +128,37 @@ def on_grid(note: Note) -> bool:
 # ---------------------------------------------------------------- reading files
 
 
-def read_json(data: bytes, name: str) -> Any:
-    """Parse a .dat file's bytes: gzip (by magic bytes) and a UTF-8 BOM are handled."""
+def _plain_bytes(data: bytes, name: str) -> bytes:
+    """A .dat file's JSON bytes: gzip (detected by magic bytes) and a UTF-8 BOM removed."""
     try:
         if data[:2] == GZIP_MAGIC:
             data = gzip.decompress(data)
     except (OSError, EOFError, zlib.error) as e:
         raise MapError(f"{name}: corrupt gzip data ({e})") from None
-    if data.startswith(UTF8_BOM):
-        data = data[len(UTF8_BOM) :]
+    return data[len(UTF8_BOM) :] if data.startswith(UTF8_BOM) else data
+
+
+def _decode(data: bytes, name: str, schema: type[T], what: str = "malformed data") -> T:
+    """Decode plain JSON bytes into `schema`; keys the schema does not name are skipped unparsed."""
     try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
+        return msgspec.json.decode(data, type=schema, strict=False)
+    except msgspec.ValidationError as e:
+        raise MapError(f"{name}: {what} ({e})") from None
+    except msgspec.DecodeError:
         pass
-    try:  # the slow parser also takes NaN/Infinity, which some old editors wrote
-        return json.loads(data)
+    try:  # the standard parser also takes NaN/Infinity, which some old editors wrote
+        doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise MapError(f"{name}: not valid JSON ({e})") from None
+    try:
+        return msgspec.convert(doc, schema, strict=False)
+    except msgspec.ValidationError as e:
+        raise MapError(f"{name}: {what} ({e})") from None
+
+
+def read_json(data: bytes, name: str) -> Any:
+    """Parse a .dat file's bytes into plain Python objects (gzip and BOM handled)."""
+    return _decode(_plain_bytes(data, name), name, Any)
 
 
 def _unsafe(name: str) -> bool:
@@ -218,7 +235,7 @@ def load_level(source: str | os.PathLike | bytes | Mapping[str, bytes]) -> Level
                 data = read(diff.filename)
                 if data is None:
                     raise MapError(f"{diff.filename}: named in Info.dat but missing")
-                _parse_difficulty(diff, read_json(data, diff.filename), level.bpm)
+                _parse_difficulty(diff, data, level.bpm)
             except MapError as e:
                 diff.error = str(e)
             diff.bpm_changes = diff.bpm_changes or regions_change
@@ -367,102 +384,206 @@ def read_difficulty(data: bytes, filename: str = "difficulty.dat", info_bpm: flo
     no Info BPM is given. Raises MapError when the file cannot be read.
     """
     diff = Difficulty(characteristic="", difficulty="", filename=filename)
-    _parse_difficulty(diff, read_json(data, filename), info_bpm)
+    _parse_difficulty(diff, data, info_bpm)
     return diff
 
 
-def _parse_difficulty(diff: Difficulty, doc: Any, info_bpm: float | None) -> None:
-    """Fill diff from a parsed difficulty file; a wrong type or index raises MapError."""
-    if not isinstance(doc, dict):
-        raise MapError(f"{diff.filename}: not a JSON object")
-    version = _text(doc.get("version") or doc.get("_version"))
-    if not version:
-        version = "3.0.0" if "colorNotes" in doc else "2.0.0"
+def _parse_difficulty(diff: Difficulty, data: bytes, info_bpm: float | None) -> None:
+    """Fill diff from a difficulty file's bytes; raises MapError when they cannot be read."""
+    doc = _decode(_plain_bytes(data, diff.filename), diff.filename, _DifficultyFile, "malformed data")
+    version = doc.version or doc.v2_version or ("3.0.0" if doc.colorNotes is not None else "2.0.0")
+    fill = {"4": _fill_v4, "3": _fill_v3}.get(version[0], _fill_v2)
     diff.version = version
-    parse = {"4": _difficulty_v4, "3": _difficulty_v3}.get(version[0], _difficulty_v2)
     try:
-        tempos = parse(diff, doc)
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
-        raise MapError(f"{diff.filename}: malformed v{version} data ({type(e).__name__}: {e})") from None
+        tempos = fill(diff, doc)
+    except IndexError as e:
+        raise MapError(f"{diff.filename}: malformed v{version} data (index out of range: {e})") from None
+    customs = [n.custom for n in doc.notes or ()] + [n.customData for n in doc.colorNotes or ()]
+    diff.noodle_data = diff.noodle_data or any(c is not None and c != _NO_NOODLE for c in customs)
     reference = info_bpm if info_bpm is not None else next(iter(tempos), 0.0)
     diff.bpm_changes = any(not _same_tempo(t, reference) for t in tempos)
 
 
-# key names of (beat, x, y, color, direction) in each schema's objects
-V2_NOTE = ("_time", "_lineIndex", "_lineLayer", "_type", "_cutDirection")
-V2_ARC_HEAD = ("_headTime", "_headLineIndex", "_headLineLayer", "_colorType", "_headCutDirection")
-V2_ARC_TAIL = ("_tailTime", "_tailLineIndex", "_tailLineLayer", "_colorType", "_tailCutDirection")
-V3_NOTE = ("b", "x", "y", "c", "d")
-V3_ARC_TAIL = ("tb", "tx", "ty", "c", "tc")
-# (tail beat, tail x, tail y, slices, squish) of a chain
-V3_CHAIN_TAIL = ("tb", "tx", "ty", "sc", "s")
-V4_CHAIN_TAIL = ("tb", "tx", "ty", "c", "s")
+# The schema of difficulty files, all versions in one (their key names barely overlap),
+# so each file is decoded in a single pass. Only the keys read here are declared:
+# everything else (lighting events, often most of a file) is skipped without being
+# built. Any key may be absent (compact v3 files omit defaults) and lists may be null.
 
 
-def _note(obj: dict, keys: tuple[str, ...]) -> Note:
-    beat, x, y, color, direction = (obj.get(k, 0) for k in keys)
-    return Note(float(beat), int(x), int(y), int(color), int(direction))
+def _key(name: str, default: Any = 0) -> Any:
+    return msgspec.field(name=name, default=default)
 
 
-def _chain(head: Note, obj: dict, keys: tuple[str, ...]) -> Chain:
-    tail_beat, tail_x, tail_y, slices, squish = (obj.get(k, 0) for k in keys)
-    return Chain(head, float(tail_beat), int(tail_x), int(tail_y), int(slices), float(squish))
+# A note's customData: only the Noodle keys are declared (their values left as raw
+# JSON), so Chroma colours and the like on every note are skipped, not built.
+_NoteCustom = msgspec.defstruct(
+    "_NoteCustom",
+    [(f"key{i}", msgspec.Raw, _key(name, msgspec.Raw())) for i, name in enumerate(sorted(NOODLE_NOTE_KEYS))],
+)
+CustomData = _NoteCustom | None
+_NO_NOODLE = _NoteCustom()  # a customData without any Noodle key
 
 
-def _difficulty_v2(diff: Difficulty, doc: dict) -> list[float]:
-    """v2 (and v1): _notes with _type 0/1 colour, 3 bomb; v2.6 _sliders are arcs."""
-    for n in doc.get("_notes") or []:
-        kind = n.get("_type", 0)
-        if kind == 3:
-            diff.bombs += 1
-        elif kind in (0, 1):
-            diff.notes.append(_note(n, V2_NOTE))
-            diff.noodle_data = diff.noodle_data or _noodle(n.get("_customData"))
-    diff.arcs = [Arc(_note(s, V2_ARC_HEAD), _note(s, V2_ARC_TAIL)) for s in doc.get("_sliders") or []]
-    custom = doc.get("_customData") or {}
-    diff.noodle_data = diff.noodle_data or bool(custom.get("_fakeNotes"))
-    changes = (doc.get("_BPMChanges") or []) + (custom.get("_BPMChanges") or custom.get("_bpmChanges") or [])
-    return [float(c.get("_BPM", c.get("_bpm", 0))) for c in changes]
+class _V2Note(msgspec.Struct):
+    beat: float = _key("_time")
+    x: int = _key("_lineIndex")
+    y: int = _key("_lineLayer")
+    kind: int = _key("_type")  # 0 red, 1 blue, 3 bomb
+    direction: int = _key("_cutDirection")
+    custom: CustomData = _key("_customData", None)
 
 
-def _difficulty_v3(diff: Difficulty, doc: dict) -> list[float]:
-    """v3: single-letter keys, any of which a compact file may omit (default 0)."""
-    for n in doc.get("colorNotes") or []:
-        diff.notes.append(_note(n, V3_NOTE))
-        diff.noodle_data = diff.noodle_data or _noodle(n.get("customData"))
-    diff.bombs = len(doc.get("bombNotes") or [])
-    diff.arcs = [Arc(_note(s, V3_NOTE), _note(s, V3_ARC_TAIL)) for s in doc.get("sliders") or []]
-    diff.chains = [_chain(_note(s, V3_NOTE), s, V3_CHAIN_TAIL) for s in doc.get("burstSliders") or []]
-    custom = doc.get("customData") or {}
-    diff.noodle_data = diff.noodle_data or bool(custom.get("fakeColorNotes"))
-    return [float(e.get("m", 0)) for e in doc.get("bpmEvents") or []]
+class _V2Arc(msgspec.Struct):
+    color: int = _key("_colorType")
+    beat: float = _key("_headTime")
+    x: int = _key("_headLineIndex")
+    y: int = _key("_headLineLayer")
+    direction: int = _key("_headCutDirection")
+    tail_beat: float = _key("_tailTime")
+    tail_x: int = _key("_tailLineIndex")
+    tail_y: int = _key("_tailLineLayer")
+    tail_direction: int = _key("_tailCutDirection")
 
 
-def _difficulty_v4(diff: Difficulty, doc: dict) -> list[float]:
-    """v4: objects hold a beat and an index into a *Data array of shared properties.
-    Tempo lives in the level's AudioData.dat, not here."""
-    if isinstance(doc.get("content"), dict):
-        doc = doc["content"]
-    props = doc.get("colorNotesData") or []
+class _V2Tempo(msgspec.Struct):
+    bpm: float | None = _key("_BPM", None)
+    bpm_lower: float | None = _key("_bpm", None)  # some editors wrote it lower-case
+
+
+class _V2Custom(msgspec.Struct):
+    tempos: list[_V2Tempo] | None = _key("_BPMChanges", None)
+    tempos_lower: list[_V2Tempo] | None = _key("_bpmChanges", None)
+    fake_notes: list[msgspec.Raw] | None = _key("_fakeNotes", None)
+
+
+class _Note(msgspec.Struct):
+    # a v3 colour note (b, x, y, c, d), or a v4 one (b, i: index into colorNotesData)
+    b: float = 0
+    x: int = 0
+    y: int = 0
+    c: int = 0
+    d: int = 0
+    i: int = 0
+    customData: CustomData = None
+
+
+class _V3Arc(_Note):
+    tb: float = 0
+    tx: int = 0
+    ty: int = 0
+    tc: int = 0  # tail cut direction
+
+
+class _V3Chain(_Note):
+    tb: float = 0
+    tx: int = 0
+    ty: int = 0
+    sc: int = 0  # slices
+    s: float = 0  # squish
+
+
+class _V3Tempo(msgspec.Struct):
+    m: float = 0
+
+
+class _V3Custom(msgspec.Struct):
+    fakeColorNotes: list[msgspec.Raw] | None = None
+
+
+class _V4Arc(msgspec.Struct):
+    hb: float = 0
+    tb: float = 0
+    hi: int = 0  # head and tail: indices into colorNotesData
+    ti: int = 0
+
+
+class _V4Chain(msgspec.Struct):
+    hb: float = 0
+    tb: float = 0
+    i: int = 0  # head: index into colorNotesData
+    ci: int = 0  # index into chainsData
+
+
+class _V4ChainData(msgspec.Struct):
+    tx: int = 0
+    ty: int = 0
+    c: int = 0  # slices
+    s: float = 0  # squish
+
+
+class _V4Content(msgspec.Struct):
+    colorNotes: list[_Note] | None = None  # v3 too
+    bombNotes: list[msgspec.Raw] | None = None  # v3 too
+    colorNotesData: list[_Note] | None = None
+    arcs: list[_V4Arc] | None = None
+    chains: list[_V4Chain] | None = None
+    chainsData: list[_V4ChainData] | None = None
+
+
+class _DifficultyFile(_V4Content):
+    version: str = ""  # v3, v4
+    content: _V4Content | None = None  # v4 writers that nest the arrays
+    # v3
+    sliders: list[_V3Arc] | None = None
+    burstSliders: list[_V3Chain] | None = None
+    bpmEvents: list[_V3Tempo] | None = None
+    customData: _V3Custom | None = None
+    # v1, v2
+    v2_version: str = _key("_version", "")
+    notes: list[_V2Note] | None = _key("_notes", None)
+    v2_arcs: list[_V2Arc] | None = _key("_sliders", None)
+    v2_tempos: list[_V2Tempo] | None = _key("_BPMChanges", None)
+    v2_custom: _V2Custom | None = _key("_customData", None)
+
+
+def _fill_v2(diff: Difficulty, doc: _DifficultyFile) -> list[float]:
+    """v2 (and v1, same note keys): returns the tempos of its BPM-change events."""
+    objects = doc.notes or []
+    colour = [n for n in objects if n.kind in (0, 1)]
+    diff.notes = [Note(n.beat, n.x, n.y, n.kind, n.direction) for n in colour]
+    diff.bombs = sum(n.kind == 3 for n in objects)
+    diff.arcs = [
+        Arc(
+            Note(a.beat, a.x, a.y, a.color, a.direction),
+            Note(a.tail_beat, a.tail_x, a.tail_y, a.color, a.tail_direction),
+        )
+        for a in doc.v2_arcs or ()
+    ]
+    custom = doc.v2_custom or _V2Custom()
+    diff.noodle_data = bool(custom.fake_notes)
+    changes = (doc.v2_tempos or []) + (custom.tempos or custom.tempos_lower or [])
+    return [c.bpm if c.bpm is not None else c.bpm_lower or 0.0 for c in changes]
+
+
+def _fill_v3(diff: Difficulty, doc: _DifficultyFile) -> list[float]:
+    colour = doc.colorNotes or []
+    diff.notes = [Note(n.b, n.x, n.y, n.c, n.d) for n in colour]
+    diff.bombs = len(doc.bombNotes or ())
+    diff.arcs = [Arc(Note(a.b, a.x, a.y, a.c, a.d), Note(a.tb, a.tx, a.ty, a.c, a.tc)) for a in doc.sliders or ()]
+    diff.chains = [Chain(Note(c.b, c.x, c.y, c.c, c.d), c.tb, c.tx, c.ty, c.sc, c.s) for c in doc.burstSliders or ()]
+    diff.noodle_data = bool(doc.customData and doc.customData.fakeColorNotes)
+    return [e.m for e in doc.bpmEvents or ()]
+
+
+def _fill_v4(diff: Difficulty, doc: _DifficultyFile) -> list[float]:
+    """v4: objects hold a beat and an index into shared property arrays; tempo lives in
+    the level's AudioData.dat, so there are no tempo events here."""
+    content = doc.content or doc
+    props, chain_props = content.colorNotesData or [], content.chainsData or []
 
     def note_at(beat: float, index: int) -> Note:
-        return _note(props[index], V3_NOTE)._replace(beat=float(beat))
+        p = props[index]
+        return Note(beat, p.x, p.y, p.c, p.d)
 
-    diff.notes = [note_at(n.get("b", 0), n.get("i", 0)) for n in doc.get("colorNotes") or []]
-    diff.bombs = len(doc.get("bombNotes") or [])
-    for a in doc.get("arcs") or []:
-        head = note_at(a.get("hb", 0), a.get("hi", 0))
-        tail = note_at(a.get("tb", 0), a.get("ti", 0))
-        diff.arcs.append(Arc(head, tail._replace(color=head.color)))
-    chain_props = doc.get("chainsData") or []
-    for c in doc.get("chains") or []:
-        head = note_at(c.get("hb", 0), c.get("i", 0))
-        diff.chains.append(_chain(head, chain_props[c.get("ci", 0)] | {"tb": c.get("tb", 0)}, V4_CHAIN_TAIL))
+    diff.notes = [note_at(n.b, n.i) for n in content.colorNotes or ()]
+    diff.bombs = len(content.bombNotes or ())
+    for a in content.arcs or ():
+        head, tail = note_at(a.hb, a.hi), props[a.ti]
+        diff.arcs.append(Arc(head, Note(a.tb, tail.x, tail.y, head.color, tail.d)))
+    for c in content.chains or ():
+        p = chain_props[c.ci]
+        diff.chains.append(Chain(note_at(c.hb, c.i), c.tb, p.tx, p.ty, p.c, p.s))
     return []
-
-
-def _noodle(custom: Any) -> bool:
-    return isinstance(custom, dict) and not NOODLE_NOTE_KEYS.isdisjoint(custom)
 
 
 # ---------------------------------------------------------------- training filter
@@ -498,7 +619,7 @@ def rejection(level: Level, diff: Difficulty) -> str | None:
 
 
 def _dumps(doc: dict) -> bytes:
-    return orjson.dumps(doc, option=orjson.OPT_INDENT_2)
+    return msgspec.json.format(msgspec.json.encode(doc), indent=2)
 
 
 def difficulty_json(notes: Iterable[Note]) -> bytes:
