@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import io
 import json
 import os
 import sys
@@ -39,6 +40,7 @@ NOODLE_NOTE_KEYS = frozenset(
 TEMPO_TOLERANCE = 1e-4  # relative; mapping tools round region beats to ~1e-6 of the tempo
 MAX_OFF_GRID_SHARE = 0.1  # above this share of unplayable notes the map is a Mapping Extensions map
 
+MAX_MEMBER_BYTES = 512 << 20  # a level zip member unpacking to more is refused (zip bomb)
 T = TypeVar("T")
 GZIP_MAGIC = b"\x1f\x8b"
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -202,8 +204,6 @@ def _open_level(source: str | os.PathLike | bytes | Mapping[str, bytes]) -> Iter
         yield _member_reader(source.keys(), source.__getitem__)
         return
     if isinstance(source, (bytes, bytearray)):
-        import io
-
         source = io.BytesIO(source)
     elif Path(source).is_dir():
         root = Path(source)
@@ -216,6 +216,9 @@ def _open_level(source: str | os.PathLike | bytes | Mapping[str, bytes]) -> Iter
     except (zipfile.BadZipFile, OSError, EOFError) as e:
         raise MapError(f"not a readable zip ({e})") from None
     with archive:
+        huge = [i for i in archive.infolist() if i.file_size > MAX_MEMBER_BYTES]
+        if huge:
+            raise MapError(f"member {huge[0].filename!r} unpacks to {huge[0].file_size >> 20} MiB (refused)")
         yield _member_reader(archive.namelist(), archive.read)
 
 
@@ -254,7 +257,7 @@ def _number(obj: Mapping, key: str, default: float = 0.0) -> float:
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise MapError(f"{key} is not a number: {value!r}") from None
+        raise MapError(f"Info.dat: {key} is not a number: {value!r}") from None
 
 
 def _canonical_difficulty(name: str) -> str:
@@ -270,6 +273,13 @@ def _mods(custom: Any, key: str) -> list[str]:
 def _parse_info(info: Any) -> Level:
     if not isinstance(info, dict):
         raise MapError("Info.dat: not a JSON object")
+    try:
+        return _info_by_version(info)
+    except (AttributeError, TypeError) as e:  # e.g. a list where an object belongs
+        raise MapError(f"Info.dat: malformed ({e})") from None
+
+
+def _info_by_version(info: dict) -> Level:
     version = _text(info.get("version") or info.get("_version"))
     if version.startswith("4"):
         return _info_v4(info, version)
@@ -355,10 +365,10 @@ def _regions_change(read: Callable[[str], bytes | None], level: Level) -> bool:
     region whose tempo differs from the Info BPM. One tempo throughout is no change."""
     v4 = level.info_version.startswith("4")
     name = "AudioData.dat" if v4 else "BPMInfo.dat"
-    data = read(name)
-    if data is None:
-        return False
     try:
+        data = read(name)
+        if data is None:
+            return False
         doc = read_json(data, name)
         if v4:
             rate = _number(doc, "songFrequency")
@@ -367,10 +377,10 @@ def _regions_change(read: Callable[[str], bytes | None], level: Level) -> bool:
             rate = _number(doc, "_songFrequency")
             keys = ("_startSampleIndex", "_endSampleIndex", "_startBeat", "_endBeat")
             regions = [tuple(r[k] for k in keys) for r in doc.get("_regions") or []]
+        # region tempo = beats per minute of audio = d(beats) * 60 * rate / d(samples)
+        tempos = [(eb - sb) * 60 * rate / (ei - si) for si, ei, sb, eb in regions if ei > si]
     except (MapError, KeyError, TypeError, AttributeError):
         return False  # editor metadata only; an unreadable one says nothing about tempo
-    # region tempo = beats per minute of audio = d(beats) * 60 * rate / d(samples)
-    tempos = [(eb - sb) * 60 * rate / (ei - si) for si, ei, sb, eb in regions if ei > si]
     return any(not _same_tempo(t, level.bpm) for t in tempos)
 
 

@@ -388,3 +388,21 @@ def test_cli_json_prints_one_line_per_fixture_level():
     drift = {d["difficulty"]: d for d in by_name["darkchaos2_drift"]["difficulties"]}
     assert drift["ExpertPlus"]["reason"] == "requires Noodle/Mapping Extensions"
     assert "error" in by_name["kivalevan_empty_v3"]
+
+
+@pytest.mark.parametrize(
+    "info",
+    [
+        b'{"_version": "2.0.0", "_beatsPerMinute": 120, "_difficultyBeatmapSets": {"a": 1}}',
+        b'{"_version": "2.0.0", "_beatsPerMinute": "fast"}',
+        b'{"version": "4.0.0", "song": ["x"], "audio": {"bpm": 100}}',
+    ],
+)
+def test_malformed_info_structure_is_one_clear_error(info):
+    with pytest.raises(MapError, match="^Info.dat: "):
+        load_level({"Info.dat": info})
+
+
+def test_broken_audio_data_file_is_ignored():
+    files = level_dict("v2") | {"BPMInfo.dat": b'{"_songFrequency": "x", "_regions": [{"_startBeat": 1}]}'}
+    assert not load_level(files).difficulties[0].bpm_changes
