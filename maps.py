@@ -408,8 +408,10 @@ def _parse_difficulty(diff: Difficulty, data: bytes, info_bpm: float | None) -> 
         tempos = fill(diff, doc)
     except IndexError as e:
         raise MapError(f"{diff.filename}: malformed v{version} data (index out of range: {e})") from None
+    # customs: each note's customData, None or the Noodle keys it holds (most hold none)
     customs = [n.custom for n in doc.notes or ()] + [n.customData for n in doc.colorNotes or ()]
-    diff.noodle_data = diff.noodle_data or any(c is not None and c != _NO_NOODLE for c in customs)
+    plain = customs.count(None) + customs.count(_NO_NOODLE)
+    diff.noodle_data = diff.noodle_data or plain < len(customs)
     reference = info_bpm if info_bpm is not None else next(iter(tempos), 0.0)
     diff.bpm_changes = any(not _same_tempo(t, reference) for t in tempos)
 
@@ -551,7 +553,7 @@ def _fill_v2(diff: Difficulty, doc: _DifficultyFile) -> list[float]:
     objects = doc.notes or []
     colour = [n for n in objects if n.kind in (0, 1)]
     diff.notes = [Note(n.beat, n.x, n.y, n.kind, n.direction) for n in colour]
-    diff.bombs = sum(n.kind == 3 for n in objects)
+    diff.bombs = [n.kind for n in objects].count(3)
     diff.arcs = [
         Arc(
             Note(a.beat, a.x, a.y, a.color, a.direction),
