@@ -1,0 +1,155 @@
+"""Audio: reading songs and turning them into Encodec tokens (and back).
+
+Encodec 24 kHz through transformers' EncodecModel: at 1.5 kbps it gives 2 codes in
+0..1023 per frame, 75 frames per second (hop 320 samples). A test mode builds the same
+architecture with seeded random weights and codebooks fitted to its own encoder, so
+tests and demos run with no download.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+
+ENCODEC_WEIGHTS = "facebook/encodec_24khz"
+RANDOM_WEIGHTS = "random"
+SILENCE_PEAK = 1e-4  # about -80 dBFS: quieter than this everywhere is no song
+SEGMENT_SECONDS = 30  # long songs are encoded in windows of this much audio ...
+CONTEXT_SECONDS = 1  # ... plus this much real audio either side, whose frames are dropped
+
+
+class AudioError(Exception):
+    """A song that cannot be used; the message is one line naming the file and the problem."""
+
+
+def load_audio(source: str | os.PathLike | bytes, sample_rate: int, name: str | None = None) -> np.ndarray:
+    """Any soundfile-readable song (.egg/.ogg/.wav/.flac/.mp3) -> samples: [n] float32 mono at sample_rate."""
+    name = name or (str(source) if not isinstance(source, (bytes, bytearray)) else "audio")
+    try:
+        data, rate = sf.read(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source, dtype="float32")
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as e:
+        raise AudioError(f"{name}: unreadable audio ({e})") from None
+    # data: [n] or [n, channels] float32 in -1..1 at `rate`
+    if data.ndim == 2:
+        data = data.mean(axis=1)
+    if data.size == 0:
+        raise AudioError(f"{name}: no audio samples")
+    if not np.isfinite(data).all() or np.abs(data).max() < SILENCE_PEAK:
+        raise AudioError(f"{name}: audio is silent or not finite")
+    if rate != sample_rate:
+        data = soxr.resample(data, rate, sample_rate)
+    return np.ascontiguousarray(data, dtype=np.float32)
+
+
+class AudioTokenizer:
+    """Encodec at a fixed bandwidth: audio [1, samples] <-> codes [frames, n_codebooks]."""
+
+    def __init__(self, model, bandwidth: float, device: torch.device, model_id: str):
+        self.model = model.eval().to(device)
+        self.device = device
+        self.bandwidth = bandwidth
+        config = model.config
+        self.sample_rate: int = config.sampling_rate  # 24000
+        self.hop_length: int = int(np.prod(config.upsampling_ratios))  # 320 samples per frame
+        self.frame_rate: float = self.sample_rate / self.hop_length  # 75.0
+        self.n_codebooks: int = model.quantizer.get_num_quantizers_for_bandwidth(bandwidth)  # 2 at 1.5 kbps
+        self.id = f"{model_id}@{bandwidth:g}kbps"
+        # windows of SEGMENT_SECONDS, both whole numbers of frames
+        self.segment = round(SEGMENT_SECONDS * self.frame_rate) * self.hop_length
+        self.context = round(CONTEXT_SECONDS * self.frame_rate) * self.hop_length
+        self.batch_size = 16 if device.type == "cuda" else 1
+
+    @torch.inference_mode()
+    def encode(self, audio: np.ndarray | torch.Tensor) -> np.ndarray:
+        """audio: [1, samples] (or [samples]) float at 24 kHz -> codes: [ceil(samples / 320), 2] int16 in 0..1023.
+
+        Memory stays bounded for any length: the song is cut into SEGMENT_SECONDS
+        windows, each encoded with CONTEXT_SECONDS of the real neighbouring audio on
+        both sides (silence beyond the ends) and the context frames then dropped. The
+        convolutions thus see the same audio around every kept frame as in one pass;
+        only the encoder's LSTM restarts, one second before the kept frames.
+        """
+        samples = torch.as_tensor(audio, dtype=torch.float32).reshape(-1)
+        n_frames = math.ceil(samples.numel() / self.hop_length)
+        n_windows = max(1, math.ceil(samples.numel() / self.segment))
+        # padded: [context | song | silence up to whole segments | context]
+        padded = torch.zeros(n_windows * self.segment + 2 * self.context)
+        padded[self.context : self.context + samples.numel()] = samples
+        # windows: [n_windows, 1, segment + 2 * context]
+        windows = padded.unfold(0, self.segment + 2 * self.context, self.segment).unsqueeze(1)
+        drop = self.context // self.hop_length
+        codes = []
+        for batch in windows.split(self.batch_size):
+            embeddings = self.model.encoder(batch.to(self.device))  # [b, 128, window frames]
+            batch_codes = self.model.quantizer.encode(embeddings, self.bandwidth)  # [n_codebooks, b, window frames]
+            codes.append(batch_codes[:, :, drop:-drop].permute(1, 2, 0).reshape(-1, self.n_codebooks))
+        return torch.cat(codes)[:n_frames].cpu().numpy().astype(np.int16)
+
+    @torch.inference_mode()
+    def decode(self, codes: np.ndarray | torch.Tensor) -> np.ndarray:
+        """codes: [frames, n_codebooks] -> audio: [1, frames * 320] float32 at 24 kHz."""
+        codes = torch.as_tensor(np.asarray(codes), dtype=torch.long, device=self.device)
+        embeddings = self.model.quantizer.decode(codes.T.unsqueeze(1))  # [1, 128, frames]
+        return self.model.decoder(embeddings)[0].cpu().numpy()
+
+
+def create_audio_tokenizer(
+    bandwidth: float = 1.5, device: str | torch.device | None = None, weights: str = ENCODEC_WEIGHTS, seed: int = 0
+) -> AudioTokenizer:
+    """Encodec 24 kHz from the hub cache or a local directory, or weights="random" for tests.
+
+    The random mode builds the real architecture with seeded random weights and
+    codebooks drawn from its own encoder's output statistics, so music yields many
+    distinct codes (zero or unfitted codebooks collapse everything to one code). Its id
+    differs from the real one, so its tokens never mix with real ones in a cache.
+    """
+    from transformers import EncodecConfig, EncodecModel
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if weights == RANDOM_WEIGHTS:
+        print(
+            f"WARNING: Encodec with RANDOM weights (seed {seed}): test mode, its tokens carry no real "
+            "audio meaning. Use the pretrained weights for real training and inference.",
+            file=sys.stderr,
+        )
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = EncodecModel(EncodecConfig())
+            _fit_random_codebooks(model, bandwidth, seed)
+        return AudioTokenizer(model, bandwidth, device, f"encodec24k-random-seed{seed}")
+    try:
+        model = EncodecModel.from_pretrained(weights)
+    except OSError as e:
+        raise AudioError(
+            f"Encodec weights {weights!r} are not available ({str(e).splitlines()[0]}). Download them once while "
+            f"online (python -c \"from transformers import EncodecModel; EncodecModel.from_pretrained('{weights}')\"), "
+            "pass a local directory, or use weights='random' for tests."
+        ) from None
+    name = Path(weights).name if Path(weights).is_dir() else weights
+    return AudioTokenizer(model, bandwidth, device, f"encodec24k-{name}")
+
+
+@torch.inference_mode()
+def _fit_random_codebooks(model, bandwidth: float, seed: int) -> None:
+    """Fill each used codebook with Gaussian draws matching the statistics of what it quantizes."""
+    generator = torch.Generator().manual_seed(seed)
+    rate = model.config.sampling_rate
+    # calibration: 8 s of tones, gated noise and clicks, music-like enough to spread the codes
+    t = torch.arange(8 * rate) / rate
+    tones = sum(a * torch.sin(2 * math.pi * f * t) for f, a in ((110, 0.3), (220, 0.2), (440, 0.1), (987, 0.05)))
+    gated_noise = 0.1 * torch.randn(t.numel(), generator=generator) * (torch.sin(2 * math.pi * 2 * t) > 0)
+    clicks = (torch.remainder(t, 0.25) < 0.002).float() * 0.5
+    residual = model.encoder((tones + gated_noise + clicks).view(1, 1, -1))[0].T  # [frames, 128]
+    for layer in model.quantizer.layers[: model.quantizer.get_num_quantizers_for_bandwidth(bandwidth)]:
+        book = layer.codebook
+        draws = torch.randn(book.embed.shape, generator=generator)  # [1024, 128]
+        book.embed.copy_(residual.mean(0) + residual.std(0) * draws)
+        residual = residual - book.embed[book.encode(residual[None])[0]]
