@@ -24,6 +24,7 @@ RANDOM_WEIGHTS = "random"
 SILENCE_PEAK = 1e-4  # about -80 dBFS: quieter than this everywhere is no song
 SEGMENT_SECONDS = 30  # long songs are encoded in windows of this much audio ...
 CONTEXT_SECONDS = 1  # ... plus this much real audio either side, whose frames are dropped
+WRITE_BLOCK = 1 << 16  # frames per libsndfile write
 
 
 class AudioError(Exception):
@@ -47,6 +48,17 @@ def load_audio(source: str | os.PathLike | bytes, sample_rate: int, name: str | 
     if rate != sample_rate:
         data = soxr.resample(data, rate, sample_rate)
     return np.ascontiguousarray(data, dtype=np.float32)
+
+
+def ogg_vorbis(samples: np.ndarray, sample_rate: int) -> bytes:
+    """samples: [n] or [n, channels] float in -1..1 -> Ogg Vorbis file bytes (what Beat Saber plays)."""
+    buffer = io.BytesIO()
+    channels = 1 if samples.ndim == 1 else samples.shape[1]
+    with sf.SoundFile(buffer, "w", sample_rate, channels, format="OGG", subtype="VORBIS") as out:
+        # in blocks: libsndfile 1.2.2 crashes on single Vorbis writes of a few million frames
+        for start in range(0, len(samples), WRITE_BLOCK):
+            out.write(samples[start : start + WRITE_BLOCK])
+    return buffer.getvalue()
 
 
 class AudioTokenizer:

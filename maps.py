@@ -10,13 +10,17 @@ files. As a CLI, prints what it finds in zips and level folders.
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
+import hashlib
 import io
 import json
 import os
 import sys
+import tempfile
 import zipfile
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -230,18 +234,32 @@ def load_level(source: str | os.PathLike | bytes | Mapping[str, bytes]) -> Level
     Difficulty's `error` instead, so the rest of the level stays usable.
     """
     with _open_level(source) as read:
-        level = _parse_info(read_json(read("Info.dat"), "Info.dat"))
-        level.path = "" if isinstance(source, (bytes, bytearray, Mapping)) else str(source)
-        regions_change = _regions_change(read, level)
-        for diff in level.difficulties:
-            try:
-                data = read(diff.filename)
-                if data is None:
-                    raise MapError(f"{diff.filename}: named in Info.dat but missing")
-                _parse_difficulty(diff, data, level.bpm)
-            except MapError as e:
-                diff.error = str(e)
-            diff.bpm_changes = diff.bpm_changes or regions_change
+        level = _read_level(read)
+    level.path = "" if isinstance(source, (bytes, bytearray, Mapping)) else str(source)
+    return level
+
+
+def read_level_file(source: str | os.PathLike | bytes | Mapping[str, bytes], name: str) -> bytes:
+    """The bytes of one file of a level (e.g. its song), found like load_level finds files."""
+    with _open_level(source) as read:
+        data = read(name)
+    if data is None:
+        raise MapError(f"{name}: not in the level")
+    return data
+
+
+def _read_level(read: Callable[[str], bytes | None]) -> Level:
+    level = _parse_info(read_json(read("Info.dat"), "Info.dat"))
+    regions_change = _regions_change(read, level)
+    for diff in level.difficulties:
+        try:
+            data = read(diff.filename)
+            if data is None:
+                raise MapError(f"{diff.filename}: named in Info.dat but missing")
+            _parse_difficulty(diff, data, level.bpm)
+        except MapError as e:
+            diff.error = str(e)
+        diff.bpm_changes = diff.bpm_changes or regions_change
     return level
 
 
@@ -692,6 +710,130 @@ def info_json(level: Level) -> bytes:
 def level_files(level: Level) -> dict[str, bytes]:
     """{file name: bytes} of the level's JSON: Info.dat + one v3.3.0 file per difficulty."""
     return {"Info.dat": info_json(level)} | {d.filename: difficulty_json(d.notes) for d in level.difficulties}
+
+
+# ---------------------------------------------------------------- training corpus
+
+
+class _IndexEntry(msgspec.Struct):
+    stamp: tuple[int, int]  # (bytes, newest mtime in ns) of the zip or the folder's files
+    error: str | None = None  # why the level could not be read
+    song_hash: str = ""  # sha1 of the song file's bytes
+    # (characteristic, difficulty, rejection reason or None when trainable)
+    difficulties: list[tuple[str, str, str | None]] = []
+
+
+class _Index(msgspec.Struct):
+    directory: str
+    entries: dict[str, _IndexEntry]  # by level path relative to the directory
+    version: int = 1
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    files = [path] if path.is_file() else [p for p in path.iterdir() if p.is_file()]
+    stats = [p.stat() for p in files]
+    return sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)
+
+
+def _index_entry(path: Path) -> _IndexEntry:
+    """Read one level and judge each difficulty; a level that cannot be read gets `error`."""
+    stamp = _stamp(path)
+    try:
+        with _open_level(path) as read:
+            level = _read_level(read)
+            song = read(level.song_filename) if level.song_filename else None
+    except MapError as e:
+        return _IndexEntry(stamp, error=str(e))
+    no_song = "song file missing" if song is None else None
+    judged = [(d.characteristic, d.difficulty, rejection(level, d) or no_song) for d in level.difficulties]
+    song_hash = hashlib.sha1(song).hexdigest() if song is not None else ""
+    return _IndexEntry(stamp, song_hash=song_hash, difficulties=judged)
+
+
+class ZippedBeatSaberDataset:
+    """The trainable difficulties in a directory of level zips and level folders.
+
+    The directory is indexed once (progress bar): every level read and each difficulty
+    judged by rejection(). The index is kept in cache_dir and reused for every level
+    whose size and modification time are unchanged. A summary of rejections by reason
+    is printed, and one line for each level that cannot be read.
+    items: [(level path, characteristic, difficulty)]; dataset[i] -> (Level, characteristic, difficulty).
+    """
+
+    def __init__(
+        self, directory: str | os.PathLike, cache_dir: str | os.PathLike | None = "cache", progress: bool = True
+    ):
+        from tqdm import tqdm
+
+        self.directory = Path(directory).resolve()
+        if not self.directory.is_dir():
+            raise MapError(f"{directory}: no such folder")
+        key = hashlib.sha1(str(self.directory).encode()).hexdigest()[:12]
+        self.index_path = Path(cache_dir) / f"levels-{key}.json" if cache_dir is not None else None
+        known = self._load_index()
+        entries = {}
+        paths = list(find_levels([self.directory]))
+        for path in tqdm(paths, desc="indexing levels", unit="level", disable=not progress):
+            name = str(path.relative_to(self.directory))
+            entry = known.get(name)
+            entries[name] = entry if entry is not None and tuple(entry.stamp) == _stamp(path) else _index_entry(path)
+        self._save_index(entries)
+
+        self.items: list[tuple[str, str, str]] = []
+        self.song_hashes: dict[str, str] = {}  # level path -> sha1 of its song
+        self.rejections: Counter[str] = Counter()
+        for name, entry in sorted(entries.items()):
+            path = str(self.directory / name)
+            if entry.error:
+                print(f"skipped {path}: {entry.error}", file=sys.stderr)
+                self.rejections["unreadable level"] += 1
+            for characteristic, difficulty, reason in entry.difficulties:
+                if reason:
+                    self.rejections[reason] += 1
+                else:
+                    self.items.append((path, characteristic, difficulty))
+                    self.song_hashes[path] = entry.song_hash
+        self.levels = len(entries)
+        print(self.summary(), file=sys.stderr)
+
+    def summary(self) -> str:
+        lines = [f"{len(self.items)} trainable difficulties in {len(self.song_hashes)} of {self.levels} levels"]
+        lines += [f"  rejected {count:6d}  {reason}" for reason, count in self.rejections.most_common()]
+        return "\n".join(lines)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[Level, str, str]:
+        path, characteristic, difficulty = self.items[i]
+        return _cached_level(path), characteristic, difficulty
+
+    def _load_index(self) -> dict[str, _IndexEntry]:
+        if self.index_path is None or not self.index_path.exists():
+            return {}
+        try:
+            index = msgspec.json.decode(self.index_path.read_bytes(), type=_Index)
+        except (msgspec.DecodeError, OSError):
+            return {}  # unreadable or from another version: rebuilt
+        return index.entries if index.directory == str(self.directory) else {}
+
+    def _save_index(self, entries: dict[str, _IndexEntry]) -> None:
+        if self.index_path is None:
+            return
+        try:
+            self.index_path.parent.mkdir(parents=True, exist_ok=True)
+            fd, temp = tempfile.mkstemp(dir=self.index_path.parent, suffix=".tmp")
+            with os.fdopen(fd, "wb") as out:
+                out.write(msgspec.json.encode(_Index(str(self.directory), entries)))
+            os.replace(temp, self.index_path)
+        except OSError as e:
+            print(f"note: could not save the level index to {self.index_path} ({e})", file=sys.stderr)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_level(path: str) -> Level:
+    # difficulties of one level are usually visited together
+    return load_level(path)
 
 
 # ---------------------------------------------------------------- CLI

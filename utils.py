@@ -1,17 +1,28 @@
-"""Note-level helpers: v3 arcs/chains to plain notes and the 48-PPQ beat grid.
+"""Note-level helpers and the synthetic corpus.
 
-Later: level packaging, playability checks and repairs, the synthetic corpus.
+v3 arcs/chains to plain notes, the 48-PPQ beat grid, writing level zips, and
+`python utils.py synth OUT_DIR`: level zips whose songs are synthesized drum patterns
+at known tempos with notes exactly on the hits (for tests and the offline demo).
+Later: playability checks and repairs, packaging for inference.
 """
 
 from __future__ import annotations
 
+import argparse
+import math
+import os
+import sys
+import tempfile
+import zipfile
 from collections.abc import Iterable
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from audio import ogg_vorbis
 from data import PPQ
-from maps import Difficulty, Note, on_grid
+from maps import Difficulty, Level, Note, level_files, on_grid
 
 OFF_GRID_TOLERANCE = 0.05  # ticks; 3-decimal beats in map files are within 0.025 of the grid
 
@@ -56,3 +67,163 @@ def grid_fit(beats: Iterable[float]) -> GridFit:
         return GridFit(0.0, 0.0, 0.0)
     distance = np.abs(ticks - np.round(ticks))
     return GridFit(float(distance.mean()), float(distance.max()), float((distance > OFF_GRID_TOLERANCE).mean()))
+
+
+# ---------------------------------------------------------------- level zips
+
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def write_zip(path: str | os.PathLike, files: dict[str, bytes]) -> None:
+    """Write {name: bytes} as a zip at path, atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+            for name, data in files.items():
+                # a fixed timestamp: the same files always give the same zip bytes
+                archive.writestr(zipfile.ZipInfo(name, date_time=ZIP_EPOCH), data, zipfile.ZIP_DEFLATED)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------- synthetic corpus
+
+SYNTH_RATE = 44100
+SYNTH_BPMS = (128.5, 87.0, 174.0, 100.0, 140.0, 60.5, 120.0, 95.25)  # slow, fast and non-integer on purpose
+LEAD_IN_BARS = 2  # drums but no notes: the first notes come after >= 2.7 s at 174 BPM
+BEATS_PER_BAR = 4
+RED_COLUMNS, BLUE_COLUMNS = (0, 1), (2, 3)
+DOWN, UP = 1, 0
+
+
+def _envelope(seconds: float, decay: float) -> np.ndarray:
+    t = np.arange(int(seconds * SYNTH_RATE)) / SYNTH_RATE
+    return t, np.exp(-t * decay)
+
+
+def _drum_sounds(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """{kind: samples}: a pitched-down kick, a noisy snare, a short hi-hat."""
+    t, env = _envelope(0.3, 14)
+    kick = np.sin(2 * np.pi * np.cumsum(45 + 70 * np.exp(-t * 35)) / SYNTH_RATE) * env
+    t, env = _envelope(0.2, 22)
+    snare = 0.5 * rng.standard_normal(t.size) * env + 0.3 * np.sin(2 * np.pi * 190 * t) * env
+    t, env = _envelope(0.05, 90)
+    hat = 0.25 * np.diff(rng.standard_normal(t.size + 1)) * env
+    return {"kick": kick, "snare": snare, "hat": hat}
+
+
+def _drum_hits(rng: np.random.Generator, bars: int) -> list[tuple[float, str]]:
+    """(beat, kind) of every hit: kicks on 1 and 3 (sometimes the and of 3), snares on 2
+    and 4, hats on every eighth, and now and then a snare pickup on the last sixteenths."""
+    hits = []
+    for bar in range(bars):
+        start = bar * BEATS_PER_BAR
+        hits += [(start + b, "kick") for b in (0, 2)] + [(start + b, "snare") for b in (1, 3)]
+        hits += [(start + b / 2, "hat") for b in range(2 * BEATS_PER_BAR)]
+        if rng.random() < 0.5:
+            hits.append((start + 2.5, "kick"))
+        if rng.random() < 0.3:
+            hits += [(start + 3.5, "snare"), (start + 3.75, "snare")]
+    return sorted(hits)
+
+
+def _render(hits: list[tuple[float, str]], bpm: float, beats: int, rng: np.random.Generator) -> np.ndarray:
+    """song: [n] float32 at SYNTH_RATE, each hit starting on the exact sample of its beat, over a quiet pad."""
+    sounds = _drum_sounds(rng)
+    song = np.zeros(math.ceil((beats * 60 / bpm + 0.5) * SYNTH_RATE))
+    t = np.arange(song.size) / SYNTH_RATE
+    song += 0.04 * sum(np.sin(2 * np.pi * f * t) for f in rng.choice([110, 130.8, 146.8, 164.8, 196], 3))
+    for beat, kind in hits:
+        start = round(beat * 60 / bpm * SYNTH_RATE)
+        sound = sounds[kind][: song.size - start]
+        song[start : start + sound.size] += sound
+    return (0.9 * song / np.abs(song).max()).astype(np.float32)
+
+
+def _synth_notes(hits: list[tuple[float, str]], expert: bool, rng: np.random.Generator) -> list[Note]:
+    """Notes on drum hits: every kick and snare (Expert) or the kicks on 1 and 3 (Normal),
+    hands alternating, each hand swinging down, up, down...; Expert adds two-hand hits on
+    some bar downbeats."""
+    beats = sorted({b for b, kind in hits if kind != "hat" and b >= LEAD_IN_BARS * BEATS_PER_BAR})
+    if not expert:
+        beats = [b for b in beats if b % 2 == 0]
+    next_direction = {0: DOWN, 1: DOWN}  # per colour
+    notes, hand = [], 0
+    for beat in beats:
+        hands = (0, 1) if expert and beat % BEATS_PER_BAR == 0 and rng.random() < 0.3 else (hand,)
+        for color in hands:
+            direction = next_direction[color]
+            next_direction[color] = UP if direction == DOWN else DOWN
+            x = int(rng.choice(RED_COLUMNS if color == 0 else BLUE_COLUMNS))
+            y = 0 if direction == DOWN else int(rng.choice([0, 1]))
+            notes.append(Note(float(beat), x, y, color, direction))
+        hand = 1 - hands[-1]
+    return notes
+
+
+def synth_level(index: int, seed: int = 0, bars: int = 16) -> tuple[dict[str, bytes], Level]:
+    """One synthetic level: ({file name: bytes} of a playable level, its Level).
+
+    The song is bars + LEAD_IN_BARS bars of drums at SYNTH_BPMS[index % 8] with beat 0
+    on the first sample; Normal and Expert sit exactly on the drum hits.
+    """
+    rng = np.random.default_rng([seed, index])
+    bpm = SYNTH_BPMS[index % len(SYNTH_BPMS)]
+    total_bars = bars + LEAD_IN_BARS
+    hits = _drum_hits(rng, total_bars)
+    song = _render(hits, bpm, total_bars * BEATS_PER_BAR, rng)
+    level = Level(
+        song_name=f"Synthetic {index:02d}",
+        song_sub_name=f"{bpm:g} BPM",
+        song_author="automapper synth",
+        mapper="automapper synth",
+        bpm=bpm,
+        song_filename="song.egg",
+        cover_filename="",
+        preview_duration=10,
+        info_version="2.1.0",
+        difficulties=[
+            Difficulty("Standard", "Normal", "NormalStandard.dat", "3.3.0", _synth_notes(hits, False, rng), njs=10),
+            Difficulty("Standard", "Expert", "ExpertStandard.dat", "3.3.0", _synth_notes(hits, True, rng), njs=16),
+        ],
+    )
+    return level_files(level) | {"song.egg": ogg_vorbis(song, SYNTH_RATE)}, level
+
+
+def write_synth_corpus(out_dir: str | os.PathLike, songs: int = 8, seed: int = 0, bars: int = 16) -> list[Path]:
+    """Write synth_level(0..songs-1) as OUT_DIR/synth_NN.zip; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(songs):
+        files, _ = synth_level(index, seed, bars)
+        paths.append(out / f"synth_{index:02d}.zip")
+        write_zip(paths[-1], files)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Project utilities.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    synth = commands.add_parser(
+        "synth",
+        help="write a synthetic corpus of level zips",
+        description="Write level zips whose songs are synthesized drum patterns at known BPMs "
+        f"({', '.join(f'{b:g}' for b in SYNTH_BPMS)}, in turn) with Normal and Expert notes exactly "
+        "on the hits. Deterministic for a seed. For tests and the offline demo.",
+    )
+    synth.add_argument("out_dir", metavar="OUT_DIR", help="folder to write synth_NN.zip into (created if missing)")
+    synth.add_argument("--songs", type=int, default=8, help="number of levels (default 8)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    synth.add_argument("--bars", type=int, default=16, help=f"bars with notes, after {LEAD_IN_BARS} lead-in bars")
+    args = parser.parse_args(argv)
+    for path in write_synth_corpus(args.out_dir, args.songs, args.seed, args.bars):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
