@@ -91,18 +91,19 @@ class AudioTokenizer:
         """
         samples = torch.as_tensor(audio, dtype=torch.float32).reshape(-1)
         n_frames = math.ceil(samples.numel() / self.hop_length)
-        n_windows = max(1, math.ceil(samples.numel() / self.segment))
-        # padded: [context | song | silence up to whole segments | context]
-        padded = torch.zeros(n_windows * self.segment + 2 * self.context)
+        # padded: [context | song, rounded up to whole frames | context], silence outside the song
+        padded = torch.zeros(n_frames * self.hop_length + 2 * self.context)
         padded[self.context : self.context + samples.numel()] = samples
-        # windows: [n_windows, 1, segment + 2 * context]
-        windows = padded.unfold(0, self.segment + 2 * self.context, self.segment).unsqueeze(1)
+        span = self.segment + 2 * self.context
+        windows = [padded[start : start + span] for start in range(0, n_frames * self.hop_length, self.segment)]
+        # every window is `span` long but the last, which is encoded on its own
+        groups = [windows[i : i + self.batch_size] for i in range(0, len(windows) - 1, self.batch_size)]
         drop = self.context // self.hop_length
         codes = []
-        for batch in windows.split(self.batch_size):
-            embeddings = self.model.encoder(batch.to(self.device))  # [b, 128, window frames]
-            batch_codes = self.model.quantizer.encode(embeddings, self.bandwidth)  # [n_codebooks, b, window frames]
-            codes.append(batch_codes[:, :, drop:-drop].permute(1, 2, 0).reshape(-1, self.n_codebooks))
+        for group in [*groups, windows[-1:]]:
+            embeddings = self.model.encoder(torch.stack(group).unsqueeze(1).to(self.device))  # [b, 128, frames]
+            group_codes = self.model.quantizer.encode(embeddings, self.bandwidth)  # [n_codebooks, b, frames]
+            codes.append(group_codes[:, :, drop:-drop].permute(1, 2, 0).reshape(-1, self.n_codebooks))
         return torch.cat(codes)[:n_frames].cpu().numpy().astype(np.int16)
 
     @torch.inference_mode()

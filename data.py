@@ -3,17 +3,31 @@
 The only module that knows token ids. One vocabulary holds beat ticks, note types,
 Encodec audio codes and a few specials; every offset below is derived from the
 table of (name, size) rows, so changing a size moves everything after it.
+Then: the per-song code cache, BeatDataset (beat-aligned chunks -> sequences) and the
+collator that masks everything but the notes.
 """
 
 from __future__ import annotations
 
+import functools
+import math
+import os
+import re
+import sys
+import tempfile
+from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from itertools import accumulate
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import torch
+from tqdm import tqdm
 
-from maps import COLORS, DIFFICULTY_RANKS, DOT, GRID_COLUMNS, GRID_ROWS
+from audio import AudioError, load_audio
+from maps import COLORS, DIFFICULTY_RANKS, DOT, GRID_COLUMNS, GRID_ROWS, MapError, read_level_file
 
 TOKEN_SPACE_VERSION = 1  # bump on any change below; checkpoints record it
 
@@ -129,3 +143,227 @@ def note_tokens_error(tokens: Sequence[int], chunk_ticks: int = TIME.size) -> st
             return f"position {i}: note out of canonical order or repeated"
         previous = (time, note)
     return None
+
+
+# ---------------------------------------------------------------- code cache
+
+BEATS_PER_BAR = 4  # chunks start on bar lines of 4/4 time
+FIXED_TOKENS = 6  # BOS, AUDIO_START, AUDIO_END, NOTES_START, DIFF_x, EOS
+
+
+class CodesCache:
+    """Full-length Encodec codes per song on disk: DIR/codes/<song sha1>-<tokenizer id>.npy.
+
+    Files are written to a temp name and renamed, so readers (and a second process
+    filling the same cache) only ever see whole files.
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike, tokenizer_id: str, n_codebooks: int):
+        self.dir = Path(cache_dir) / "codes"
+        self.suffix = re.sub(r"[^A-Za-z0-9._@-]", "_", tokenizer_id)
+        self.n_codebooks = n_codebooks
+
+    def path(self, song_hash: str) -> Path:
+        return self.dir / f"{song_hash}-{self.suffix}.npy"
+
+    def load(self, song_hash: str) -> np.ndarray | None:
+        """codes: [frames, n_codebooks] int16 in 0..1023, or None when absent, truncated or corrupt."""
+        try:
+            codes = np.load(self.path(song_hash), mmap_mode="r")
+        except (OSError, ValueError, EOFError):
+            return None
+        valid_shape = codes.ndim == 2 and codes.shape[0] > 0 and codes.shape[1] == self.n_codebooks
+        if not valid_shape or codes.dtype != np.int16 or codes.min() < 0 or codes.max() >= CODEBOOK_SIZE:
+            return None
+        return codes
+
+    def save(self, song_hash: str, codes: np.ndarray) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=self.dir, prefix=f".{song_hash}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                np.save(out, np.ascontiguousarray(codes, dtype=np.int16))
+            os.replace(temp, self.path(song_hash))
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+
+
+@functools.lru_cache(maxsize=64)
+def _mapped_codes(path: Path) -> np.ndarray:
+    # a bounded number of songs stay memory-mapped per process (DataLoader workers included)
+    return np.load(path, mmap_mode="r")
+
+
+# ---------------------------------------------------------------- dataset
+
+
+@dataclass
+class _Item:
+    # one trainable difficulty, reduced to what chunking needs
+    level_path: str
+    song_filename: str
+    song_hash: str
+    bpm: float
+    difficulty: int  # DIFF_x token
+    ticks: np.ndarray  # [notes] int64: absolute 48-PPQ tick of each note, canonical order
+    types: np.ndarray  # [notes] int64: its note-type token
+
+
+def _item(level, characteristic: str, difficulty: str, song_hash: str) -> _Item:
+    from utils import plain_notes, snap_ticks  # here, not at the top: utils imports this module's PPQ
+
+    diff = next(d for d in level.difficulties if (d.characteristic, d.difficulty) == (characteristic, difficulty))
+    notes = plain_notes(diff)
+    # pairs: [notes, 2] (absolute tick, type token), unique and sorted: the canonical order
+    pairs = np.array(
+        [(t, note_token(n.x, n.y, n.color, n.direction)) for t, n in zip(snap_ticks(n.beat for n in notes), notes)],
+        dtype=np.int64,
+    ).reshape(-1, 2)
+    pairs = np.unique(pairs, axis=0)
+    return _Item(level.path, level.song_filename, song_hash, level.bpm, DIFFICULTY_TOKENS[difficulty], *pairs.T)
+
+
+class BeatDataset(torch.utils.data.Dataset):
+    """Training sequences from a ZippedBeatSaberDataset: one per chunk of chunk_beats beats.
+
+    Chunks start on bar lines; each epoch shifts every song's chunk grid by a seeded
+    whole number of bars (set_epoch). A chunk's audio is exactly its beats' seconds of
+    the song's codes, its notes' ticks count from its first beat, and the sequence is
+    [BOS][AUDIO_START] audio [AUDIO_END][NOTES_START][DIFF_x] notes [EOS]. Chunks over
+    max_seq_length tokens are skipped and counted, never truncated; chunks with no notes
+    are capped at max_empty_share of the chunks kept. Every song is encoded (or read from
+    the cache) up front, so DataLoader workers only read.
+    """
+
+    def __init__(
+        self,
+        base,
+        tokenizer,
+        chunk_beats: int = 64,
+        max_seq_length: int = 32768,
+        max_empty_share: float = 0.1,
+        cache_dir: str | os.PathLike = "cache",
+        seed: int = 3407,
+        songs: Iterable[str] | None = None,
+        progress: bool = True,
+    ):
+        if not 0 < chunk_beats <= MAX_CHUNK_BEATS:
+            raise ValueError(f"chunk_beats must be in 1..{MAX_CHUNK_BEATS}, not {chunk_beats}")
+        self.chunk_beats, self.max_seq_length, self.max_empty_share = chunk_beats, max_seq_length, max_empty_share
+        self.seed, self.progress = seed, progress
+        self.frame_rate = tokenizer.frame_rate
+        self.cache = CodesCache(cache_dir, tokenizer.id, tokenizer.n_codebooks)
+        self.skipped: Counter[str] = Counter()
+        wanted = set(songs) if songs is not None else None
+        self.items: list[_Item] = []
+        for i, (path, characteristic, difficulty) in enumerate(base.items):
+            song_hash = base.song_hashes[path]
+            if wanted is not None and song_hash not in wanted:
+                continue
+            if difficulty not in DIFFICULTY_TOKENS:
+                self.skipped["unknown difficulty name"] += 1
+                continue
+            self.items.append(_item(base[i][0], characteristic, difficulty, song_hash))
+        self.frames = precache(self, tokenizer)  # song hash -> frames in the cache
+        kept = [item for item in self.items if item.song_hash in self.frames]
+        self.skipped["unreadable song"] += len(self.items) - len(kept)
+        self.items = kept
+        self.set_epoch(0)
+
+    def _span(self, item: _Item, start: int) -> tuple[int, int]:
+        """[first, end) frames of the audio of chunk [start, start + chunk_beats) beats."""
+        seconds_per_beat = 60 / item.bpm
+        first = round(start * seconds_per_beat * self.frame_rate)
+        end = round((start + self.chunk_beats) * seconds_per_beat * self.frame_rate)
+        return first, min(end, self.frames[item.song_hash])
+
+    def _notes_span(self, item: _Item, start: int) -> tuple[int, int]:
+        """[first, end) indices of the item's notes inside chunk [start, start + chunk_beats)."""
+        lo, hi = np.searchsorted(item.ticks, [start * PPQ, (start + self.chunk_beats) * PPQ])
+        return int(lo), int(hi)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Plan this epoch's chunks: self.chunks = [(item index, first beat)]."""
+        rng = np.random.default_rng([self.seed, epoch])
+        bars_per_chunk = max(1, self.chunk_beats // BEATS_PER_BAR)
+        with_notes, empty, too_long = [], [], 0
+        for index, item in enumerate(self.items):
+            song_beats = self.frames[item.song_hash] / self.frame_rate * item.bpm / 60
+            shift = int(rng.integers(bars_per_chunk)) * BEATS_PER_BAR
+            for start in range(shift, math.ceil(song_beats), self.chunk_beats):
+                first, end = self._span(item, start)
+                lo, hi = self._notes_span(item, start)
+                if FIXED_TOKENS + 2 * (end - first) + 2 * (hi - lo) > self.max_seq_length:
+                    too_long += 1
+                else:
+                    (with_notes if hi > lo else empty).append((index, start))
+        share = self.max_empty_share
+        keep = len(empty) if share >= 1 else min(len(empty), math.floor(share * len(with_notes) / (1 - share)))
+        chosen = sorted(rng.choice(len(empty), keep, replace=False)) if keep else []
+        self.chunks = with_notes + [empty[i] for i in chosen]
+        self.too_long = too_long
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        index, start = self.chunks[i]
+        item = self.items[index]
+        first, end = self._span(item, start)
+        lo, hi = self._notes_span(item, start)
+        codes = _mapped_codes(self.cache.path(item.song_hash))[first:end]  # [frames, 2] int16
+        # notes: [time, type, time, type, ...], ticks counted from the chunk's first beat
+        notes = np.stack([item.ticks[lo:hi] - start * PPQ + TIME.start, item.types[lo:hi]], axis=1).reshape(-1)
+        input_ids = np.concatenate(
+            [[BOS, AUDIO_START], audio_tokens(codes), [AUDIO_END, NOTES_START, item.difficulty], notes, [EOS]]
+        )
+        return {"input_ids": input_ids.astype(np.int64)}
+
+
+def precache(dataset: BeatDataset, tokenizer) -> dict[str, int]:
+    """Encode every song of the dataset not yet in its cache; returns {song hash: frames}.
+
+    Runs in the calling process with a progress bar (on CUDA the tokenizer batches each
+    song's segments). A song that cannot be read is reported in one line and left out;
+    a truncated or corrupt cache file is encoded again.
+    """
+    songs = {item.song_hash: item for item in dataset.items}
+    frames, missing = {}, []
+    for song_hash in songs:
+        codes = dataset.cache.load(song_hash)
+        if codes is None:
+            missing.append(song_hash)
+        else:
+            frames[song_hash] = len(codes)
+    for song_hash in tqdm(missing, desc="encoding songs", unit="song", disable=not dataset.progress or not missing):
+        item = songs[song_hash]
+        name = f"{item.level_path}:{item.song_filename}"
+        try:
+            samples = load_audio(read_level_file(item.level_path, item.song_filename), tokenizer.sample_rate, name)
+        except (AudioError, MapError) as e:
+            print(f"skipped {e}", file=sys.stderr)
+            continue
+        codes = tokenizer.encode(samples[None])  # [frames, 2] int16, 75 frames/s
+        dataset.cache.save(song_hash, codes)
+        frames[song_hash] = len(codes)
+    _mapped_codes.cache_clear()  # files may have been replaced
+    return frames
+
+
+# ---------------------------------------------------------------- collator
+
+
+def audio_masking_collator(batch: list[dict]) -> dict[str, torch.Tensor]:
+    """[{input_ids: [n_i]}] -> input_ids, attention_mask, labels: [batch, longest].
+
+    Padding is PAD with attention 0; labels are the input ids on note tokens (time and
+    type) and EOS, -100 everywhere else: audio, specials, difficulty and padding.
+    """
+    ids = [torch.as_tensor(b["input_ids"], dtype=torch.long) for b in batch]
+    input_ids = torch.nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=PAD)
+    lengths = torch.tensor([len(i) for i in ids])
+    attention_mask = (torch.arange(input_ids.shape[1]) < lengths[:, None]).long()
+    is_note = (input_ids >= TIME.start) & (input_ids < TIME.stop) | (input_ids >= NOTE.start) & (input_ids < NOTE.stop)
+    labels = torch.where((is_note | (input_ids == EOS)) & attention_mask.bool(), input_ids, -100)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}

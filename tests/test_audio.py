@@ -1,0 +1,125 @@
+"""audio.py: reading songs, the Encodec tokenizer and its random-codebook test mode."""
+
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audio import AudioError, create_audio_tokenizer, load_audio, ogg_vorbis
+from conftest import ROOT, SHARED_MAPS, needs_shared
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return create_audio_tokenizer(weights="random", device="cpu")
+
+
+def _tone(seconds: float, rate: int, channels: int = 2) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    left, right = 0.5 * np.sin(2 * np.pi * 440 * t), 0.25 * np.sin(2 * np.pi * 660 * t)
+    return np.stack([left, right], axis=1)[:, :channels].squeeze().astype(np.float32)
+
+
+@pytest.mark.parametrize("fmt", ["WAV", "FLAC", "OGG", "MP3"])
+def test_load_audio_formats_downmix_and_resample(fmt, tmp_path):
+    stereo = _tone(2.0, 44100)
+    path = tmp_path / f"song.{fmt.lower()}"
+    sf.write(path, stereo, 44100, format=fmt)
+    samples = load_audio(path, 24000)
+    assert samples.dtype == np.float32 and samples.ndim == 1
+    assert abs(len(samples) - 48000) <= 1200  # mp3 adds encoder padding
+    # a downmix: the mean of a 0.5 and a 0.25 amplitude tone peaks near 0.375
+    assert 0.3 < np.abs(samples).max() < 0.45
+
+
+def test_load_audio_from_bytes_matches_path(tmp_path):
+    data = ogg_vorbis(_tone(1.0, 44100), 44100)
+    (tmp_path / "song.egg").write_bytes(data)
+    assert np.array_equal(load_audio(data, 24000), load_audio(tmp_path / "song.egg", 24000))
+
+
+def test_ogg_vorbis_writes_long_songs(tmp_path):
+    # libsndfile 1.2.2 crashes on one big Vorbis write; ogg_vorbis writes in blocks
+    song = np.tile(_tone(1.0, 44100, channels=1), 60)
+    data, rate = sf.read(io.BytesIO(ogg_vorbis(song, 44100)))
+    assert rate == 44100 and len(data) == len(song)
+
+
+def test_load_audio_errors_name_the_file(tmp_path):
+    bad = tmp_path / "broken.egg"
+    bad.write_bytes(b"OggS but not really")
+    with pytest.raises(AudioError, match="broken.egg: unreadable audio"):
+        load_audio(bad, 24000)
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, np.float32), 44100)
+    with pytest.raises(AudioError, match="empty.wav: no audio samples"):
+        load_audio(empty, 24000)
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(44100, np.float32), 44100)
+    with pytest.raises(AudioError, match="silent.wav: audio is silent"):
+        load_audio(silent, 24000)
+    with pytest.raises(AudioError, match="song.egg: unreadable"):
+        load_audio(b"\x00" * 100, 24000, name="level.zip:song.egg")
+
+
+def test_tokenizer_shape_facts(tokenizer):
+    assert (tokenizer.sample_rate, tokenizer.frame_rate, tokenizer.n_codebooks) == (24000, 75.0, 2)
+    assert tokenizer.id == "encodec24k-random-seed0@1.5kbps"
+    for samples in (1, 319, 320, 321, 24000, 24001):
+        codes = tokenizer.encode(np.full((1, samples), 0.1, np.float32))
+        assert codes.shape == (-(-samples // 320), 2), samples
+    codes = tokenizer.encode(_tone(1.0, 24000, channels=1)[None])
+    assert codes.dtype == np.int16 and codes.min() >= 0 and codes.max() < 1024
+    assert tokenizer.decode(codes).shape == (1, len(codes) * 320)
+
+
+def test_random_mode_is_deterministic_and_seeded(tokenizer):
+    song = _tone(2.0, 24000, channels=1)[None]
+    again = create_audio_tokenizer(weights="random", device="cpu")
+    other = create_audio_tokenizer(weights="random", device="cpu", seed=1)
+    assert np.array_equal(tokenizer.encode(song), again.encode(song))
+    assert not np.array_equal(tokenizer.encode(song), other.encode(song))
+    assert other.id != tokenizer.id
+
+
+def test_segmented_encoding_matches_one_pass(tokenizer):
+    # shrink the windows so a short signal crosses several seams
+    song = np.random.default_rng(0).standard_normal((1, 24000 * 4)).astype(np.float32) * 0.1
+    whole = tokenizer.encode(song)
+    small = create_audio_tokenizer(weights="random", device="cpu")
+    small.segment, small.context = 320 * 75, 320 * 25  # 1 s windows, 1/3 s context
+    segmented = small.encode(song)
+    assert segmented.shape == whole.shape == (300, 2)
+    assert (segmented == whole).mean() > 0.9
+
+
+def _distinct_codes(tokenizer, samples: np.ndarray) -> list[int]:
+    codes = tokenizer.encode(samples[None, : 24000 * 30])
+    return [len(np.unique(codes[:, q])) for q in range(2)]
+
+
+def test_random_codebooks_spread_on_a_synthetic_song(tokenizer):
+    from utils import synth_level
+
+    files, _ = synth_level(0, bars=4)
+    # a drum loop repeats far more than music, but must not collapse onto a few codes
+    assert min(_distinct_codes(tokenizer, load_audio(files["song.egg"], 24000))) >= 20
+
+
+@needs_shared
+def test_random_codebooks_spread_on_a_fixture_song(tokenizer):
+    song = load_audio(SHARED_MAPS / "bullishdrake09_esperanza" / "song.ogg", 24000)
+    assert min(_distinct_codes(tokenizer, song)) >= 50
+
+
+def test_missing_pretrained_weights_say_how_to_fix():
+    code = "from audio import create_audio_tokenizer; create_audio_tokenizer()"
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_HOME": str(ROOT / "cache" / "no-hub-here")}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "AudioError: Encodec weights 'facebook/encodec_24khz' are not available" in result.stderr
+    assert "from_pretrained('facebook/encodec_24khz')" in result.stderr and "weights='random'" in result.stderr
