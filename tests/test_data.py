@@ -1,0 +1,284 @@
+"""Training data: the synthetic corpus, the level index, BeatDataset, its cache and the collator."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from audio import create_audio_tokenizer, load_audio
+from conftest import ROOT, level_dict, zip_bytes
+from data import (
+    AUDIO,
+    EOS,
+    NOTE,
+    NOTES_START,
+    PAD,
+    PPQ,
+    TIME,
+    BeatDataset,
+    CodesCache,
+    audio_masking_collator,
+    decode_notes,
+    note_tokens_error,
+)
+from maps import ZippedBeatSaberDataset, load_level
+from utils import LEAD_IN_BARS, SYNTH_BPMS, SYNTH_RATE, plain_notes, synth_level, write_synth_corpus
+
+CHUNK_BEATS = 8  # two bars: several chunks per short synthetic song
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return create_audio_tokenizer(weights="random", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    # one short level at every tempo of the synthetic corpus
+    return write_synth_corpus(tmp_path_factory.mktemp("synth"), songs=len(SYNTH_BPMS), bars=4)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def base(corpus, cache_dir):
+    return ZippedBeatSaberDataset(corpus[0].parent, cache_dir=cache_dir, progress=False)
+
+
+@pytest.fixture(scope="module")
+def dataset(base, tokenizer, cache_dir):
+    return BeatDataset(base, tokenizer, chunk_beats=CHUNK_BEATS, max_empty_share=1.0, cache_dir=cache_dir)
+
+
+def _note_tokens(input_ids: np.ndarray) -> list[int]:
+    # [... NOTES_START, DIFF_x, notes ..., EOS] -> the note tokens
+    start = int(np.flatnonzero(input_ids == NOTES_START)[0]) + 2
+    assert input_ids[-1] == EOS
+    return input_ids[start:-1].tolist()
+
+
+def _audio_codes(input_ids: np.ndarray) -> np.ndarray:
+    audio = input_ids[(input_ids >= AUDIO.start) & (input_ids < AUDIO.stop)]
+    return audio.reshape(-1, 2) - AUDIO.start - np.array([0, 1024])
+
+
+# ---------------------------------------------------------------- synthetic corpus
+
+
+def test_synth_cli_writes_trainable_levels(tmp_path):
+    subprocess.run([sys.executable, "utils.py", "synth", str(tmp_path), "--songs", "4"], cwd=ROOT, check=True)
+    result = subprocess.run([sys.executable, "maps.py", str(tmp_path), "--json"], cwd=ROOT, capture_output=True)
+    levels = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [level["bpm"] for level in levels] == list(SYNTH_BPMS[:4])
+    assert all(d["trainable"] for level in levels for d in level["difficulties"])
+
+
+def test_synth_is_deterministic_for_a_seed():
+    first, level = synth_level(2, seed=5, bars=2)
+    second, _ = synth_level(2, seed=5, bars=2)
+    other, _ = synth_level(2, seed=6, bars=2)
+    assert {n: d for n, d in first.items() if n != "song.egg"} == {n: d for n, d in second.items() if n != "song.egg"}
+    # the Ogg container gets a random stream serial number; the audio itself is identical
+    assert np.array_equal(load_audio(first["song.egg"], SYNTH_RATE), load_audio(second["song.egg"], SYNTH_RATE))
+    assert first["ExpertStandard.dat"] != other["ExpertStandard.dat"]
+    assert level.bpm == SYNTH_BPMS[2]
+
+
+def test_synth_notes_sit_on_drum_hits():
+    files, level = synth_level(1, bars=4)
+    song = load_audio(files["song.egg"], SYNTH_RATE)
+    window = int(0.01 * SYNTH_RATE)
+    for diff in level.difficulties:
+        assert diff.notes and all(n.beat >= LEAD_IN_BARS * 4 for n in diff.notes)
+        for note in diff.notes:
+            at = round(note.beat * 60 / level.bpm * SYNTH_RATE)
+            before, after = np.abs(song[at - window : at]).max(), np.abs(song[at : at + window]).max()
+            assert after > 2 * before, (diff.difficulty, note)
+        # each hand alternates down and up: no parity breaks
+        for color in (0, 1):
+            directions = [n.direction for n in diff.notes if n.color == color]
+            assert all(a != b for a, b in zip(directions, directions[1:]))
+
+
+# ---------------------------------------------------------------- chunks
+
+
+def _chunks(dataset: BeatDataset):
+    for i, (index, start) in enumerate(dataset.chunks):
+        yield dataset.items[index], start, dataset[i]["input_ids"]
+
+
+def test_notes_land_on_their_ticks_and_frames(dataset, corpus, tokenizer):
+    levels = {str(path): load_level(path) for path in corpus}
+    for epoch in range(3):
+        dataset.set_epoch(epoch)
+        seen = {}
+        for item, start, input_ids in _chunks(dataset):
+            level = levels[item.level_path]
+            diff = next(d for d in level.difficulties if d.difficulty == _difficulty_name(input_ids))
+            end = start + CHUNK_BEATS
+            inside = [n for n in plain_notes(diff) if start * PPQ <= round(n.beat * PPQ) < end * PPQ]
+            expected = sorted({(round((n.beat - start) * PPQ), n.x, n.y, n.color, n.direction) for n in inside})
+            tokens = _note_tokens(input_ids)
+            assert note_tokens_error(tokens, CHUNK_BEATS * PPQ) is None
+            assert sorted(decode_notes(tokens)) == expected
+            # the audio is the song's codes from the chunk's first beat on
+            spb_frames = 60 / level.bpm * tokenizer.frame_rate  # frames per beat
+            first = round(start * spb_frames)
+            full = dataset.cache.load(item.song_hash)
+            assert np.array_equal(_audio_codes(input_ids), full[first : first + len(_audio_codes(input_ids))])
+            for tick, *fields in expected:
+                beat = start + tick / PPQ
+                assert abs(first + tick / PPQ * spb_frames - beat * spb_frames) <= 1
+                key = (item.level_path, diff.difficulty, beat, *fields)
+                seen[key] = seen.get(key, 0) + 1
+        # within an epoch no note is in two chunks
+        assert seen and max(seen.values()) == 1
+
+
+def _difficulty_name(input_ids: np.ndarray) -> str:
+    from data import DIFFICULTY_TOKENS
+
+    token = int(input_ids[int(np.flatnonzero(input_ids == NOTES_START)[0]) + 1])
+    return {v: k for k, v in DIFFICULTY_TOKENS.items()}[token]
+
+
+def test_audio_slice_is_the_chunks_seconds_at_every_bpm(dataset, tokenizer):
+    bpms = set()
+    for item, start, input_ids in _chunks(dataset):
+        frames = len(_audio_codes(input_ids))
+        expected = round(CHUNK_BEATS * 60 / item.bpm * tokenizer.frame_rate)
+        song_end = round((start + CHUNK_BEATS) * 60 / item.bpm * tokenizer.frame_rate) > dataset.frames[item.song_hash]
+        if not song_end:
+            assert abs(frames - expected) <= 1, (item.bpm, start)
+            bpms.add(item.bpm)
+    assert bpms == set(SYNTH_BPMS)
+
+
+def test_chunks_start_on_bars_and_shift_per_epoch(dataset, base, tokenizer, cache_dir):
+    dataset.set_epoch(0)
+    epoch0 = list(dataset.chunks)
+    dataset.set_epoch(1)
+    assert dataset.chunks != epoch0
+    assert all(start % 4 == 0 for _, start in dataset.chunks)
+    again = BeatDataset(base, tokenizer, chunk_beats=CHUNK_BEATS, max_empty_share=1.0, cache_dir=cache_dir)
+    assert again.chunks == epoch0  # same seed, same plan
+    dataset.set_epoch(0)
+
+
+def test_long_chunks_are_skipped_and_counted_never_truncated(base, tokenizer, cache_dir):
+    limit = 1000
+    short = BeatDataset(base, tokenizer, chunk_beats=CHUNK_BEATS, max_seq_length=limit, cache_dir=cache_dir)
+    assert short.too_long > 0 and len(short) > 0
+    assert all(len(short[i]["input_ids"]) <= limit for i in range(len(short)))
+    assert all(short[i]["input_ids"][-1] == EOS for i in range(len(short)))
+
+
+@pytest.mark.parametrize("share", [0.0, 0.25, 1.0])
+def test_empty_chunk_cap(base, tokenizer, cache_dir, share):
+    data = BeatDataset(base, tokenizer, chunk_beats=4, max_empty_share=share, cache_dir=cache_dir)
+    empty = sum(len(_note_tokens(data[i]["input_ids"])) == 0 for i in range(len(data)))
+    assert empty <= share * len(data)
+    if share == 1.0:
+        assert empty > 0  # the lead-in bars have no notes
+
+
+# ---------------------------------------------------------------- collator
+
+
+def test_collator_pads_and_masks_everything_but_notes(dataset):
+    batch = [dataset[i] for i in range(3)]
+    out = audio_masking_collator(batch)
+    longest = max(len(b["input_ids"]) for b in batch)
+    assert out["input_ids"].shape == out["labels"].shape == out["attention_mask"].shape == (3, longest)
+    for row, sample in enumerate(batch):
+        ids, n = sample["input_ids"], len(sample["input_ids"])
+        assert out["input_ids"][row, :n].tolist() == ids.tolist()
+        assert (out["input_ids"][row, n:] == PAD).all()
+        assert out["attention_mask"][row].tolist() == [1] * n + [0] * (longest - n)
+        labels = out["labels"][row]
+        trained = [(t < TIME.stop) or (NOTE.start <= t < NOTE.stop) or t == EOS for t in ids.tolist()]
+        assert [lab != -100 for lab in labels[:n].tolist()] == trained
+        assert (labels[n:] == -100).all()
+        kept = labels[labels != -100].tolist()
+        assert kept[-1] == EOS and kept[:-1] == _note_tokens(ids)
+        assert len(kept) == 2 * len(decode_notes(kept[:-1])) + 1
+
+
+# ---------------------------------------------------------------- cache
+
+
+def test_cache_hit_returns_identical_tokens_without_encoding(base, tokenizer, cache_dir, dataset, monkeypatch):
+    def no_encoding(*args):
+        raise AssertionError("a warm cache must not encode")
+
+    monkeypatch.setattr(tokenizer, "encode", no_encoding)
+    warm = BeatDataset(base, tokenizer, chunk_beats=CHUNK_BEATS, max_empty_share=1.0, cache_dir=cache_dir)
+    assert len(warm) == len(dataset)
+    assert all(np.array_equal(warm[i]["input_ids"], dataset[i]["input_ids"]) for i in range(len(warm)))
+
+
+def test_corrupt_cache_file_is_rebuilt(base, tokenizer, cache_dir, dataset):
+    song_hash = dataset.items[0].song_hash
+    path = dataset.cache.path(song_hash)
+    before = np.load(path).copy()
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # truncated
+    assert dataset.cache.load(song_hash) is None
+    rebuilt = BeatDataset(base, tokenizer, chunk_beats=CHUNK_BEATS, max_empty_share=1.0, cache_dir=cache_dir)
+    assert np.array_equal(rebuilt.cache.load(song_hash), before)
+    path.write_bytes(b"\x93NUMPY garbage")
+    assert dataset.cache.load(song_hash) is None
+
+
+def test_two_processes_filling_one_cache_leave_valid_files(corpus, tmp_path):
+    for path in (corpus[2], corpus[4]):  # the two shortest songs (174 and 140 BPM)
+        shutil.copy(path, tmp_path)
+    cache = tmp_path / "cache"
+    code = (
+        "import sys; from maps import ZippedBeatSaberDataset; from audio import create_audio_tokenizer; "
+        "from data import BeatDataset; "
+        "base = ZippedBeatSaberDataset(sys.argv[1], cache_dir=sys.argv[2], progress=False); "
+        "BeatDataset(base, create_audio_tokenizer(weights='random', device='cpu'), cache_dir=sys.argv[2])"
+    )
+    env = os.environ | {"OMP_NUM_THREADS": "1"}  # two processes on two cores
+    args = [sys.executable, "-c", code, str(tmp_path), str(cache)]
+    runs = [subprocess.Popen(args, cwd=ROOT, env=env, stderr=subprocess.PIPE) for _ in range(2)]
+    assert all(run.wait(timeout=300) == 0 for run in runs), [run.stderr.read().decode()[-500:] for run in runs]
+    files = sorted((cache / "codes").iterdir())
+    assert len(files) == 2 and not list(cache.rglob("*.tmp"))
+    reader = CodesCache(cache, create_audio_tokenizer(weights="random", device="cpu").id, 2)
+    assert all(reader.load(f.name.split("-")[0]) is not None for f in files)
+
+
+def test_cache_keys_separate_tokenizers(dataset):
+    real = CodesCache(dataset.cache.dir.parent, "encodec24k-facebook/encodec_24khz@1.5kbps", 2)
+    song_hash = dataset.items[0].song_hash
+    assert real.path(song_hash) != dataset.cache.path(song_hash) and real.load(song_hash) is None
+
+
+# ---------------------------------------------------------------- bad input in a corpus
+
+
+def test_bad_levels_are_skipped_with_reasons_and_the_rest_used(corpus, tokenizer, tmp_path, capsys):
+    for path in corpus[:2]:
+        shutil.copy(path, tmp_path)
+    good = synth_level(3, bars=2)[0]
+    (tmp_path / "truncated.zip").write_bytes(zip_bytes(good)[:200])
+    (tmp_path / "bad_song.zip").write_bytes(zip_bytes(good | {"song.egg": b"not audio at all"}))
+    (tmp_path / "noodle_only.zip").write_bytes(zip_bytes(level_dict("v2") | {"song.egg": good["song.egg"]}))
+    base = ZippedBeatSaberDataset(tmp_path, cache_dir=tmp_path / "cache", progress=False)
+    data = BeatDataset(base, tokenizer, cache_dir=tmp_path / "cache", progress=False)
+    err = capsys.readouterr().err
+    assert "truncated.zip: not a readable zip" in err and "bad_song.zip:song.egg: unreadable audio" in err
+    assert base.rejections["unreadable level"] == 1
+    assert base.rejections["requires Noodle/Mapping Extensions"] == 1  # its other difficulty trains
+    assert data.skipped["unreadable song"] == 2
+    used = {item.level_path.rsplit("/", 1)[-1] for item in data.items}
+    assert used == {corpus[0].name, corpus[1].name, "noodle_only.zip"} and len(data) > 0
