@@ -252,6 +252,7 @@ class BeatDataset(torch.utils.data.Dataset):
             raise ValueError(f"chunk_beats must be in 1..{MAX_CHUNK_BEATS}, not {chunk_beats}")
         self.chunk_beats, self.max_seq_length, self.max_empty_share = chunk_beats, max_seq_length, max_empty_share
         self.seed, self.progress = seed, progress
+        self.tokenizer = tokenizer
         self.frame_rate = tokenizer.frame_rate
         self.cache = CodesCache(cache_dir, tokenizer.id, tokenizer.n_codebooks)
         self.skipped: Counter[str] = Counter()
@@ -265,11 +266,16 @@ class BeatDataset(torch.utils.data.Dataset):
                 self.skipped["unknown difficulty name"] += 1
                 continue
             self.items.append(_item(base[i][0], characteristic, difficulty, song_hash))
-        self.frames = precache(self, tokenizer)  # song hash -> frames in the cache
+        self.frames = precache(self)  # song hash -> frames in the cache
         kept = [item for item in self.items if item.song_hash in self.frames]
-        self.skipped["unreadable song"] += len(self.items) - len(kept)
+        if len(kept) < len(self.items):
+            self.skipped["unreadable song"] += len(self.items) - len(kept)
         self.items = kept
         self.set_epoch(0)
+
+    def __getstate__(self) -> dict:
+        # DataLoader workers started by spawn get everything but the Encodec model: they only read the cache
+        return self.__dict__ | {"tokenizer": None}
 
     def _span(self, item: _Item, start: int) -> tuple[int, int]:
         """[first, end) frames of the audio of chunk [start, start + chunk_beats) beats."""
@@ -321,7 +327,7 @@ class BeatDataset(torch.utils.data.Dataset):
         return {"input_ids": input_ids.astype(np.int64)}
 
 
-def precache(dataset: BeatDataset, tokenizer) -> dict[str, int]:
+def precache(dataset: BeatDataset) -> dict[str, int]:
     """Encode every song of the dataset not yet in its cache; returns {song hash: frames}.
 
     Runs in the calling process with a progress bar (on CUDA the tokenizer batches each
@@ -340,11 +346,12 @@ def precache(dataset: BeatDataset, tokenizer) -> dict[str, int]:
         item = songs[song_hash]
         name = f"{item.level_path}:{item.song_filename}"
         try:
-            samples = load_audio(read_level_file(item.level_path, item.song_filename), tokenizer.sample_rate, name)
+            song = read_level_file(item.level_path, item.song_filename)
+            samples = load_audio(song, dataset.tokenizer.sample_rate, name)
         except (AudioError, MapError) as e:
             print(f"skipped {e}", file=sys.stderr)
             continue
-        codes = tokenizer.encode(samples[None])  # [frames, 2] int16, 75 frames/s
+        codes = dataset.tokenizer.encode(samples[None])  # [frames, 2] int16, 75 frames/s
         dataset.cache.save(song_hash, codes)
         frames[song_hash] = len(codes)
     _mapped_codes.cache_clear()  # files may have been replaced

@@ -282,3 +282,10 @@ def test_bad_levels_are_skipped_with_reasons_and_the_rest_used(corpus, tokenizer
     assert data.skipped["unreadable song"] == 2
     used = {item.level_path.rsplit("/", 1)[-1] for item in data.items}
     assert used == {corpus[0].name, corpus[1].name, "noodle_only.zip"} and len(data) > 0
+
+
+def test_dataset_pickles_without_the_encodec_model(dataset):
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(dataset))
+    assert copy.tokenizer is None and np.array_equal(copy[0]["input_ids"], dataset[0]["input_ids"])
