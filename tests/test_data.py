@@ -235,6 +235,8 @@ def test_corrupt_cache_file_is_rebuilt(base, tokenizer, cache_dir, dataset):
     assert np.array_equal(rebuilt.cache.load(song_hash), before)
     path.write_bytes(b"\x93NUMPY garbage")
     assert dataset.cache.load(song_hash) is None
+    BeatDataset(base, tokenizer, chunk_beats=CHUNK_BEATS, cache_dir=cache_dir)
+    assert np.array_equal(dataset.cache.load(song_hash), before)
 
 
 def test_two_processes_filling_one_cache_leave_valid_files(corpus, tmp_path):
