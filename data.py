@@ -106,6 +106,31 @@ def audio_tokens(codes: np.ndarray) -> np.ndarray:
     return (AUDIO.start + np.arange(CODEBOOKS) * CODEBOOK_SIZE + codes).reshape(-1)
 
 
+def token_names() -> list[str]:
+    """A readable name for every id of the token space, in id order (for the saved tokenizer)."""
+    notes = [f"<n x{x} y{y} c{c} d{d}>" for x, y, c, d in map(note_fields, range(NOTE.start, NOTE.stop))]
+    audio = [f"<a{q}:{v}>" for q in range(CODEBOOKS) for v in range(CODEBOOK_SIZE)]
+    names = [f"<t{tick}>" for tick in range(TIME.size)] + notes + audio
+    return names + [f"<{name}>" for name in SPECIALS] + [f"<{name}>" for name in DIFFICULTIES]
+
+
+def build_tokenizer():
+    """A transformers tokenizer over the token space: what checkpoints carry so that
+    from_pretrained works and ids print readably. Audio and notes never pass through text."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {name: i for i, name in enumerate(token_names())}
+    return PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(WordLevel(vocab, unk_token="<PAD>")),
+        bos_token="<BOS>",
+        eos_token="<EOS>",
+        pad_token="<PAD>",
+        unk_token="<PAD>",
+    )
+
+
 def encode_notes(notes: Iterable[ChunkNote]) -> list[int]:
     """Chunk notes -> [time, type, time, type, ...] in canonical order: by tick, then by
     note-type id; exact duplicates collapse to one."""

@@ -1,0 +1,145 @@
+"""train.py on CPU: the CLI end to end with resume, label alignment, no truncation, clear errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import train
+from conftest import ROOT, level_dict, zip_bytes
+from data import AUDIO, DIFFICULTY, EOS, NOTE, SPECIAL, TIME, audio_masking_collator
+from utils import synth_level, write_synth_corpus, write_zip
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_synth_corpus(tmp_path_factory.mktemp("synth"), songs=4, bars=4)[0].parent
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+def _train(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=900
+    )
+
+
+def _log(checkpoint) -> list[dict]:
+    return json.loads((checkpoint / "trainer_state.json").read_text())["log_history"]
+
+
+def test_cli_trains_saves_reloads_and_resumes(corpus, cache_dir, tmp_path):
+    out = tmp_path / "out"
+    common = ["--data", str(corpus), "--tiny", "--codec-weights", "random", "--output-dir", str(out)]
+    fast = ["--cache-dir", str(cache_dir), "--chunk-beats", "16", "--grad-accum", "2", "--learning-rate", "1e-3"]
+    first = _train(*common, *fast, "--max-steps", "30")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "training: tiny Qwen3, transformers" in first.stdout
+
+    losses = [entry["loss"] for entry in _log(out / "checkpoint-30") if "loss" in entry]
+    assert len(losses) == 30 and np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.5
+    assert any("eval_loss" in entry and "eval_mean_token_accuracy" in entry for entry in _log(out / "checkpoint-30"))
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert model.config.vocab_size >= DIFFICULTY.stop and tokenizer.eos_token_id == EOS
+    info = json.loads((out / "automapper.json").read_text())
+    assert info["token_space_version"] == train.TOKEN_SPACE_VERSION and info["chunk_beats"] == 16
+    assert info["codec"]["id"].startswith("encodec24k-random") and info["codec"]["frame_rate"] == 75
+    assert info["data"]["songs"] == {"train": 3, "validation": 1} and info["data"]["difficulties"] == 8
+
+    resumed = _train(*common, *fast, "--max-steps", "40", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    steps = [entry["step"] for entry in _log(out / "checkpoint-40") if "loss" in entry]
+    assert steps == list(range(1, 41))  # the 30 restored steps, then 31..40, none repeated
+    assert json.loads((out / "checkpoint-40" / "trainer_state.json").read_text())["global_step"] == 40
+
+
+def _one_song(tmp_path, index: int, bars: int):
+    write_zip(tmp_path / "song.zip", synth_level(index, bars=bars)[0])
+    return tmp_path
+
+
+def _args(data, cache_dir, out, *extra: str):
+    return train.parse_args(
+        ["--data", str(data), "--tiny", "--codec-weights", "random", "--output-dir", str(out), "--val-share", "0"]
+        + ["--cache-dir", str(cache_dir), "--report-to", "none", "--save-steps", "100000", *extra]
+    )
+
+
+def test_label_alignment_by_overfitting_one_chunk(tmp_path, cache_dir):
+    args = _args(_one_song(tmp_path, 0, 2), cache_dir, tmp_path / "out", "--chunk-beats", "8", "--max-empty-share", "0")
+    args.max_steps, args.grad_accum, args.learning_rate, args.warmup_steps = 150, 1, 3e-3, 0
+    dataset, _, _ = train.build_datasets(args)
+    dataset.chunks = dataset.chunks[-1:]  # one chunk with notes, kept across epochs
+    dataset.set_epoch = lambda epoch: None
+    model, _ = train.load_model(args)
+    train.build_trainer(args, model, dataset, None).train()
+
+    batch = audio_masking_collator([dataset[0]])
+    model.eval()
+    with torch.no_grad():
+        predicted = model(input_ids=batch["input_ids"]).logits[0, :-1].argmax(-1)
+    labels = batch["labels"][0, 1:]
+    trained = labels != -100
+    assert trained.sum() > 10 and labels[trained][-1] == EOS
+    assert torch.equal(predicted[trained], labels[trained])  # every note token and EOS, teacher-forced
+
+
+def test_long_sequence_reaches_the_model_whole(tmp_path, cache_dir):
+    args = _args(_one_song(tmp_path, 5, 16), cache_dir, tmp_path / "out")  # 60.5 BPM: 64 beats = 63 s
+    args.max_steps, args.grad_accum = 1, 1
+    dataset, _, _ = train.build_datasets(args)
+    longest = max(len(dataset[i]["input_ids"]) for i in range(len(dataset)))
+    assert longest > 5000
+    model, _ = train.load_model(args)
+    seen = []
+    model.register_forward_pre_hook(lambda module, a, kw: seen.append(kw), with_kwargs=True)
+    trainer = train.build_trainer(args, model, dataset, None)
+    trainer.train()
+    assert max(kw["input_ids"].shape[1] for kw in seen) == longest  # nothing truncated
+    for kw in seen:
+        ids, labels = kw["input_ids"][0], kw["labels"][0]
+        note = (ids < TIME.stop) | ((ids >= NOTE.start) & (ids < NOTE.stop)) | (ids == EOS)
+        masked = (ids >= AUDIO.start) & (ids < AUDIO.stop) | (ids >= SPECIAL.start) & (ids != EOS)
+        assert (labels[masked] == -100).all() and torch.equal(labels[note], ids[note])
+        assert ((ids >= DIFFICULTY.start) & (labels == -100)).sum() == 1  # the difficulty token is not trained
+
+
+def test_clear_errors_exit_2(tmp_path, corpus, cache_dir, capsys):
+    assert train.main(["--data", str(tmp_path / "nope"), "--tiny"]) == 2
+    assert "train.py: no data folder at" in capsys.readouterr().err
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "level.zip").write_bytes(zip_bytes({"Info.dat": level_dict("v2")["Info.dat"]}))
+    random_codec = ["--codec-weights", "random", "--cache-dir", str(cache_dir)]
+    assert train.main(["--data", str(broken), "--tiny", *random_codec]) == 2
+    err = capsys.readouterr().err
+    assert "no trainable level in" in err and "unreadable difficulty file" in err
+
+    common = ["--data", str(corpus), *random_codec]
+    assert train.main([*common, "--tiny", "--resume", "--output-dir", str(tmp_path / "fresh")]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+
+    offline = os.environ | {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    no_weights = _train(*common, "--model", "someone/not-downloaded", "--output-dir", str(tmp_path / "o"), env=offline)
+    assert no_weights.returncode == 2 and "cannot load model 'someone/not-downloaded'" in no_weights.stderr
+    assert "--init scratch" in no_weights.stderr
+
+
+def test_split_is_by_song_and_seeded():
+    songs = [f"{i:040x}" for i in range(20)]
+    train_songs, val_songs = train.split_songs(songs + songs, 0.1, seed=1)
+    assert len(val_songs) == 2 and not train_songs & val_songs and train_songs | val_songs == set(songs)
+    assert train.split_songs(songs, 0.1, seed=1) == (train_songs, val_songs)
+    assert train.split_songs(songs[:1], 0.5, seed=1) == (set(songs[:1]), set())  # never leaves training empty

@@ -1,0 +1,397 @@
+"""Fully fine-tune Qwen3-0.6B on the audio + note token space.
+
+    python train.py --data data/maps [--max-steps N] [--output-dir output] [--model unsloth/Qwen3-0.6B-Base]
+
+On CUDA with Unsloth installed (requirements-gpu.txt) the model loads through Unsloth's
+FastLanguageModel; anywhere else through plain transformers, which also really trains on
+a CPU. Either way TRL's SFTTrainer runs on pre-tokenized sequences (data.BeatDataset), so
+nothing is re-tokenized or truncated, and the output dir ends up holding a normal
+save_pretrained model, a tokenizer and automapper.json for infer.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _unsloth():
+    """The unsloth module when it can be used (CUDA present, package installed), else None.
+    It must be imported before transformers and trl so that its patches apply."""
+    if not torch.cuda.is_available():
+        return None
+    try:
+        import unsloth
+
+        return unsloth
+    except Exception as e:  # not installed, or an incompatible install
+        print(f"Unsloth not used ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})", file=sys.stderr)
+        return None
+
+
+UNSLOTH = _unsloth()
+
+import datasets  # noqa: E402
+from transformers import AutoModelForCausalLM, Qwen3Config, Trainer, TrainerCallback  # noqa: E402
+from trl import SFTConfig, SFTTrainer  # noqa: E402
+
+from audio import ENCODEC_WEIGHTS, AudioError, create_audio_tokenizer  # noqa: E402
+from data import PPQ, TOKEN_SPACE_VERSION, VOCAB_SIZE, BeatDataset, audio_masking_collator, build_tokenizer  # noqa: E402
+from maps import MapError, ZippedBeatSaberDataset  # noqa: E402
+
+# Qwen3-0.6B's architecture, so --init scratch needs no download
+QWEN3_06B = dict(
+    vocab_size=151_936,
+    hidden_size=1024,
+    intermediate_size=3072,
+    num_hidden_layers=28,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    head_dim=128,
+    max_position_embeddings=40_960,
+    rope_theta=1_000_000.0,
+    rms_norm_eps=1e-6,
+    tie_word_embeddings=True,
+)
+# a few-layer Qwen3 whose vocabulary just covers the token space, for tests and the offline demo
+TINY = dict(
+    vocab_size=math.ceil(VOCAB_SIZE / 64) * 64,
+    hidden_size=64,
+    intermediate_size=192,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    max_position_embeddings=40_960,
+    tie_word_embeddings=True,
+)
+EXIT_USAGE = 2
+# TRL computes the loss through a fused, tiled LM head (no [tokens, 151936] logits) with Triton kernels: CUDA only
+FUSED_LM_HEAD = torch.cuda.is_available() and importlib.util.find_spec("triton") is not None
+
+
+class UsageError(Exception):
+    """Bad input or environment: main() prints the message as one line and exits 2."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Fully fine-tune Qwen3-0.6B on Beat Saber levels (audio tokens in, note tokens out).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--data", required=True, help="folder of level zips / level folders (searched recursively)")
+    p.add_argument("--output-dir", default="output", help="where checkpoints and the final model go")
+    p.add_argument("--max-steps", type=int, default=-1, help="optimizer steps; -1 trains for --epochs")
+    p.add_argument("--epochs", type=float, default=3.0, help="passes over the data when --max-steps is -1")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output-dir")
+    model = p.add_argument_group("model")
+    model.add_argument("--model", default="unsloth/Qwen3-0.6B-Base", help="hub id or local directory")
+    model.add_argument(
+        "--init",
+        choices=["pretrained", "scratch"],
+        default="pretrained",
+        help="scratch: Qwen3-0.6B's architecture with random weights (no download)",
+    )
+    model.add_argument("--tiny", action="store_true", help="a 2-layer Qwen3 with a small vocabulary (tests, demo)")
+    model.add_argument(
+        "--load-in-4bit",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="passed to Unsloth as the source spec does; with full fine-tuning Unsloth turns 4-bit off "
+        "and trains in bf16",
+    )
+    data = p.add_argument_group("data")
+    data.add_argument(
+        "--codec-weights", default=ENCODEC_WEIGHTS, help="Encodec weights: hub id, local dir, or 'random' (test mode)"
+    )
+    data.add_argument("--chunk-beats", type=int, default=64, help="beats per training chunk (bar-aligned)")
+    data.add_argument("--max-seq-length", type=int, default=32768, help="longer chunks are skipped, never truncated")
+    data.add_argument("--max-empty-share", type=float, default=0.1, help="cap on the share of chunks without notes")
+    data.add_argument("--val-share", type=float, default=0.05, help="share of songs held out for validation")
+    data.add_argument("--cache-dir", default="cache", help="level index and Encodec codes cache")
+    data.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: 2 on CUDA, 0 on CPU)")
+    opt = p.add_argument_group("optimization")
+    opt.add_argument("--learning-rate", type=float, default=2e-5)
+    opt.add_argument("--warmup-steps", type=int, default=10)
+    opt.add_argument("--weight-decay", type=float, default=0.01)
+    opt.add_argument("--lr-scheduler", default="linear")
+    opt.add_argument("--batch-size", type=int, default=1, help="sequences per device step (long sequences: keep 1)")
+    opt.add_argument("--grad-accum", type=int, default=8, help="gradient accumulation steps")
+    opt.add_argument("--optim", default="adamw_8bit", help="adamw_8bit needs bitsandbytes; else adamw_torch is used")
+    opt.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="default: on with CUDA")
+    opt.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=True)
+    opt.add_argument("--seed", type=int, default=3407)
+    log = p.add_argument_group("logging and saving")
+    log.add_argument("--logging-steps", type=int, default=1)
+    log.add_argument("--save-steps", type=int, default=200)
+    log.add_argument("--eval-steps", type=int, default=200)
+    log.add_argument("--save-total-limit", type=int, default=4)
+    log.add_argument("--report-to", choices=["none", "tensorboard", "wandb"], default="none")
+    return p.parse_args(argv)
+
+
+# ---------------------------------------------------------------- model
+
+
+def load_model(args: argparse.Namespace) -> tuple[torch.nn.Module, str]:
+    """(model, a line saying which path loads it). The vocabulary stays Qwen3's for real models."""
+    cuda = torch.cuda.is_available()
+    dtype = torch.bfloat16 if _bf16(args) else torch.float32
+    if args.tiny:
+        torch.manual_seed(args.seed)
+        return AutoModelForCausalLM.from_config(Qwen3Config(**TINY), dtype=dtype), "tiny Qwen3, transformers"
+    source = args.model
+    if args.init == "scratch":
+        source = _scratch_dir(args)
+    if UNSLOTH is not None:
+        from unsloth import FastLanguageModel
+
+        model, _ = FastLanguageModel.from_pretrained(
+            model_name=source,
+            max_seq_length=args.max_seq_length,
+            load_in_4bit=args.load_in_4bit,
+            full_finetuning=True,
+        )
+        return model, f"{args.model if args.init == 'pretrained' else 'Qwen3-0.6B from scratch'}, Unsloth"
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    where = "cuda" if cuda else "cpu"
+    return model, f"{args.model if args.init == 'pretrained' else 'Qwen3-0.6B from scratch'}, transformers on {where}"
+
+
+def _scratch_dir(args: argparse.Namespace) -> str:
+    """A saved random-weight Qwen3-0.6B in the cache dir, so every loader takes it like a download."""
+    path = Path(args.cache_dir) / f"qwen3-0.6b-scratch-seed{args.seed}"
+    if not (path / "config.json").exists():
+        torch.manual_seed(args.seed)
+        AutoModelForCausalLM.from_config(Qwen3Config(**QWEN3_06B), dtype=torch.bfloat16).save_pretrained(path)
+    return str(path)
+
+
+def _bf16(args: argparse.Namespace) -> bool:
+    return torch.cuda.is_available() if args.bf16 is None else args.bf16
+
+
+def _optimizer(args: argparse.Namespace) -> str:
+    if args.optim == "adamw_8bit":
+        try:
+            import bitsandbytes  # noqa: F401
+
+            if torch.cuda.is_available():
+                return args.optim
+        except ImportError:
+            pass
+        print("adamw_8bit needs bitsandbytes and CUDA: using adamw_torch", file=sys.stderr)
+        return "adamw_torch"
+    return args.optim
+
+
+# ---------------------------------------------------------------- data
+
+
+def split_songs(song_hashes: list[str], val_share: float, seed: int) -> tuple[set[str], set[str]]:
+    """(train songs, validation songs): a seeded split by song, never the same song in both."""
+    songs = sorted(set(song_hashes))
+    n_val = min(len(songs) - 1, math.ceil(val_share * len(songs))) if val_share > 0 else 0
+    order = np.random.default_rng(seed).permutation(len(songs))
+    val = {songs[i] for i in order[:n_val]}
+    return set(songs) - val, val
+
+
+class IndexedChunks:
+    """A datasets.Dataset (what SFTTrainer takes) over a BeatDataset, read lazily.
+
+    Row i is chunk i of the current epoch's plan (wrapping if a later epoch plans fewer);
+    nothing is materialised, so memory stays flat for any corpus size.
+    """
+
+    def __init__(self, beats: BeatDataset):
+        self.beats = beats
+        self.dataset = datasets.Dataset.from_dict({"index": list(range(len(beats)))}).with_transform(self._rows)
+
+    def _rows(self, batch: dict) -> dict:
+        return {"input_ids": [self.beats[i % len(self.beats)]["input_ids"] for i in batch["index"]]}
+
+
+class EpochCallback(TrainerCallback):
+    """Shifts the chunk grid at each epoch (BeatDataset.set_epoch)."""
+
+    def __init__(self, beats: BeatDataset):
+        self.beats = beats
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.beats.set_epoch(int(state.epoch or 0))
+
+
+def build_datasets(args: argparse.Namespace) -> tuple[BeatDataset, BeatDataset | None, dict]:
+    """(train chunks, validation chunks or None, data summary for automapper.json)."""
+    if not Path(args.data).is_dir():
+        raise UsageError(f"no data folder at {args.data} (collect maps with scrape.py, or try: python utils.py synth)")
+    try:
+        base = ZippedBeatSaberDataset(args.data, cache_dir=args.cache_dir)
+        codec = create_audio_tokenizer(weights=args.codec_weights)
+    except (MapError, AudioError) as e:
+        raise UsageError(str(e)) from None
+    if not base.items:
+        raise UsageError(f"no trainable level in {args.data}: {base.summary()}".replace("\n", "; "))
+    train_songs, val_songs = split_songs(list(base.song_hashes.values()), args.val_share, args.seed)
+    common = dict(
+        chunk_beats=args.chunk_beats,
+        max_seq_length=args.max_seq_length,
+        max_empty_share=args.max_empty_share,
+        cache_dir=args.cache_dir,
+        seed=args.seed,
+    )
+    train = BeatDataset(base, codec, songs=train_songs, **common)
+    val = BeatDataset(base, codec, songs=val_songs, **common) if val_songs else None
+    if len(train) == 0:
+        raise UsageError(
+            f"no training chunk fits --max-seq-length {args.max_seq_length}; raise it or lower --chunk-beats"
+        )
+    summary = {
+        "levels": base.levels,
+        "difficulties": len(base.items),
+        "rejected": dict(base.rejections),
+        "songs": {"train": len(train_songs), "validation": len(val_songs)},
+        "chunks": {"train": len(train), "validation": len(val) if val else 0},
+        "skipped_chunks_too_long": sum(d.too_long for d in (train, val) if d),
+        "skipped": dict(sum((d.skipped for d in (train, val) if d), Counter())),
+    }
+    return train, val, {"codec": codec, "data": summary}
+
+
+# ---------------------------------------------------------------- training
+
+
+class NoteTrainer(SFTTrainer):
+    """SFTTrainer that also trains where TRL's Triton loss kernels cannot run (CPU).
+
+    There the loss is the model's own shifted cross-entropy over the labelled tokens
+    (notes and EOS), and mean_token_accuracy is logged over the same tokens, as TRL does.
+    """
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if FUSED_LM_HEAD:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        inputs["use_cache"] = False
+        loss, outputs = Trainer.compute_loss(self, model, inputs, True, num_items_in_batch)
+        # labels: [batch, n]; the prediction for token t is the logits at t - 1
+        labels = inputs["labels"][:, 1:]
+        mask = labels != -100
+        correct = ((outputs.logits[:, :-1].argmax(-1) == labels) & mask).sum()
+        mode = "train" if model.training else "eval"
+        self._metrics[mode]["mean_token_accuracy"].append(correct.item() / max(mask.sum().item(), 1))
+        return (loss, outputs) if return_outputs else loss
+
+
+def build_trainer(args, model, train: BeatDataset, val: BeatDataset | None) -> SFTTrainer:
+    config = SFTConfig(
+        output_dir=args.output_dir,
+        max_steps=args.max_steps,
+        num_train_epochs=args.epochs,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=1,
+        gradient_accumulation_steps=args.grad_accum,
+        learning_rate=args.learning_rate,
+        warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay,
+        lr_scheduler_type=args.lr_scheduler,
+        optim=_optimizer(args),
+        bf16=_bf16(args),
+        gradient_checkpointing=args.gradient_checkpointing,
+        seed=args.seed,
+        logging_steps=args.logging_steps,
+        save_steps=args.save_steps,
+        save_total_limit=args.save_total_limit,
+        eval_strategy="steps" if val is not None else "no",
+        eval_steps=args.eval_steps,
+        report_to=[] if args.report_to == "none" else [args.report_to],
+        dataloader_num_workers=args.workers if args.workers is not None else (2 if torch.cuda.is_available() else 0),
+        dataloader_pin_memory=torch.cuda.is_available(),
+        # pre-tokenized sequences: no dataset preparation, no column pruning, no truncation
+        dataset_kwargs={"skip_prepare_dataset": True},
+        remove_unused_columns=False,
+        max_length=None,
+    )
+    return NoteTrainer(
+        model=model,
+        args=config,
+        train_dataset=IndexedChunks(train).dataset,
+        eval_dataset=IndexedChunks(val).dataset if val is not None else None,
+        data_collator=audio_masking_collator,
+        processing_class=build_tokenizer(),
+        callbacks=[EpochCallback(train)],
+    )
+
+
+def checkpoint_info(args: argparse.Namespace, codec, data: dict) -> dict:
+    """automapper.json: what infer.py needs to use this model, and what it was trained on."""
+    return {
+        "token_space_version": TOKEN_SPACE_VERSION,
+        "codec": {
+            "id": codec.id,
+            "weights": args.codec_weights,
+            "bandwidth": codec.bandwidth,
+            "sample_rate": codec.sample_rate,
+            "frame_rate": codec.frame_rate,
+        },
+        "chunk_beats": args.chunk_beats,
+        "ppq": PPQ,
+        "max_seq_length": args.max_seq_length,
+        "base_model": "tiny" if args.tiny else args.model if args.init == "pretrained" else "Qwen3-0.6B (scratch)",
+        "data": data,
+    }
+
+
+def _write_json(path: Path, doc: dict) -> None:
+    temp = path.with_suffix(".tmp")
+    temp.write_text(json.dumps(doc, indent=2))
+    os.replace(temp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        train, val, info = build_datasets(args)
+        try:
+            model, how = load_model(args)
+        except OSError as e:
+            raise UsageError(
+                f"cannot load model {args.model!r} ({str(e).splitlines()[0]}). Download it once while online "
+                f"(huggingface-cli download {args.model}), pass a local directory, or use --init scratch"
+            ) from None
+        print(f"training: {how}; {len(train)} train chunks, {len(val) if val else 0} validation chunks", flush=True)
+        trainer = build_trainer(args, model, train, val)
+        trainer.train(resume_from_checkpoint=args.resume or None)
+    except UsageError as e:
+        print(f"train.py: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except torch.cuda.OutOfMemoryError:
+        print(
+            f"train.py: CUDA out of memory at --max-seq-length {args.max_seq_length}, --chunk-beats "
+            f"{args.chunk_beats}: lower either (e.g. --max-seq-length 16384 or --chunk-beats 32)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    except ValueError as e:
+        if args.resume and "checkpoint" in str(e):
+            print(f"train.py: nothing to resume in {args.output_dir} ({e})", file=sys.stderr)
+            return EXIT_USAGE
+        raise
+    trainer.save_model(args.output_dir)
+    build_tokenizer().save_pretrained(args.output_dir)
+    _write_json(Path(args.output_dir) / "automapper.json", checkpoint_info(args, info["codec"], info["data"]))
+    print(f"saved model, tokenizer and automapper.json to {args.output_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
