@@ -715,7 +715,9 @@ def level_files(level: Level) -> dict[str, bytes]:
 # ---------------------------------------------------------------- training corpus
 
 
-class _IndexEntry(msgspec.Struct):
+class LevelReport(msgspec.Struct):
+    """What the training filter makes of one level (also the level index's entries)."""
+
     stamp: tuple[int, int]  # (bytes, newest mtime in ns) of the zip or the folder's files
     error: str | None = None  # why the level could not be read
     song_hash: str = ""  # sha1 of the song file's bytes
@@ -725,7 +727,7 @@ class _IndexEntry(msgspec.Struct):
 
 class _Index(msgspec.Struct):
     directory: str
-    entries: dict[str, _IndexEntry]  # by level path relative to the directory
+    entries: dict[str, LevelReport]  # by level path relative to the directory
     version: int = 1
 
 
@@ -735,19 +737,20 @@ def _stamp(path: Path) -> tuple[int, int]:
     return sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)
 
 
-def _index_entry(path: Path) -> _IndexEntry:
-    """Read one level and judge each difficulty; a level that cannot be read gets `error`."""
+def judge_level(path: Path) -> LevelReport:
+    """Read one level and judge each difficulty by the training filter (and the song's
+    presence); a level that cannot be read at all gets `error` instead."""
     stamp = _stamp(path)
     try:
         with _open_level(path) as read:
             level = _read_level(read)
             song = read(level.song_filename) if level.song_filename else None
     except MapError as e:
-        return _IndexEntry(stamp, error=str(e))
+        return LevelReport(stamp, error=str(e))
     no_song = "song file missing" if song is None else None
     judged = [(d.characteristic, d.difficulty, rejection(level, d) or no_song) for d in level.difficulties]
     song_hash = hashlib.sha1(song).hexdigest() if song is not None else ""
-    return _IndexEntry(stamp, song_hash=song_hash, difficulties=judged)
+    return LevelReport(stamp, song_hash=song_hash, difficulties=judged)
 
 
 class ZippedBeatSaberDataset:
@@ -776,7 +779,7 @@ class ZippedBeatSaberDataset:
         for path in tqdm(paths, desc="indexing levels", unit="level", disable=not progress):
             name = str(path.relative_to(self.directory))
             entry = known.get(name)
-            entries[name] = entry if entry is not None and tuple(entry.stamp) == _stamp(path) else _index_entry(path)
+            entries[name] = entry if entry is not None and tuple(entry.stamp) == _stamp(path) else judge_level(path)
         self._save_index(entries)
 
         self.items: list[tuple[str, str, str]] = []
@@ -808,7 +811,7 @@ class ZippedBeatSaberDataset:
         path, characteristic, difficulty = self.items[i]
         return _cached_level(path), characteristic, difficulty
 
-    def _load_index(self) -> dict[str, _IndexEntry]:
+    def _load_index(self) -> dict[str, LevelReport]:
         if self.index_path is None or not self.index_path.exists():
             return {}
         try:
@@ -817,7 +820,7 @@ class ZippedBeatSaberDataset:
             return {}  # unreadable or from another version: rebuilt
         return index.entries if index.directory == str(self.directory) else {}
 
-    def _save_index(self, entries: dict[str, _IndexEntry]) -> None:
+    def _save_index(self, entries: dict[str, LevelReport]) -> None:
         if self.index_path is None:
             return
         try:
