@@ -34,7 +34,12 @@ BLOCKING_DIFF_MODS = ("ne", "me")  # per-difficulty flags: Noodle Extensions, Ma
 
 
 class FetchError(Exception):
-    """A request that still failed after its retries; the message says why."""
+    """A request that still failed after its retries; the message says why. `permanent`
+    errors (HTTP 4xx) are final; the others (5xx, timeouts, lost connections) may pass later."""
+
+    def __init__(self, message: str, permanent: bool = False):
+        super().__init__(message)
+        self.permanent = permanent
 
 
 class RateLimiter:
@@ -90,7 +95,7 @@ class Client:
                 if response.status_code < 500:
                     if response.status_code >= 400:
                         response.close()
-                        raise FetchError(f"HTTP {response.status_code}")
+                        raise FetchError(f"HTTP {response.status_code}", permanent=True)
                     return response
                 problem = f"HTTP {response.status_code}"
                 response.close()
@@ -296,7 +301,10 @@ class Scraper:
         try:
             self.download(doc["versions"][0]["downloadURL"], path)
         except FetchError as e:
-            self.manifest.record(entry | {"status": "rejected", "reason": f"download failed: {e}"})
+            if e.permanent:
+                self.manifest.record(entry | {"status": "rejected", "reason": f"download failed: {e}"})
+            else:  # left undecided: the next run tries again
+                self.log(f"skipped map {map_id} for now: download failed: {e}")
             return
         reason = check_zip(path)
         if reason:
