@@ -151,7 +151,7 @@ def load_model(args: argparse.Namespace) -> tuple[torch.nn.Module, str]:
         return AutoModelForCausalLM.from_config(Qwen3Config(**TINY), dtype=dtype), "tiny Qwen3, transformers"
     source = args.model
     if args.init == "scratch":
-        source = _scratch_dir(args)
+        source = scratch_model_dir(args)
     if UNSLOTH is not None:
         from unsloth import FastLanguageModel
 
@@ -167,7 +167,7 @@ def load_model(args: argparse.Namespace) -> tuple[torch.nn.Module, str]:
     return model, f"{args.model if args.init == 'pretrained' else 'Qwen3-0.6B from scratch'}, transformers on {where}"
 
 
-def _scratch_dir(args: argparse.Namespace) -> str:
+def scratch_model_dir(args: argparse.Namespace) -> str:
     """A saved random-weight Qwen3-0.6B in the cache dir, so every loader takes it like a download."""
     path = Path(args.cache_dir) / f"qwen3-0.6b-scratch-seed{args.seed}"
     if not (path / "config.json").exists():

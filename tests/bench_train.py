@@ -77,12 +77,12 @@ def gpu_child(backend: str, seq_len: int, steps: int) -> dict:
     args = train.parse_args(["--data", ".", "--init", "scratch", "--max-seq-length", str(seq_len)])
     if backend == "unsloth":
         model, _ = FastLanguageModel.from_pretrained(
-            train._scratch_dir(args), max_seq_length=seq_len, load_in_4bit=True, full_finetuning=True
+            train.scratch_model_dir(args), max_seq_length=seq_len, load_in_4bit=True, full_finetuning=True
         )
     else:
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(train._scratch_dir(args), dtype=torch.bfloat16).cuda()
+        model = AutoModelForCausalLM.from_pretrained(train.scratch_model_dir(args), dtype=torch.bfloat16).cuda()
     model.gradient_checkpointing_enable()
     params = sum(p.numel() for p in model.parameters())
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)

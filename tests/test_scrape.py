@@ -292,13 +292,19 @@ def _run(server, out, *extra) -> subprocess.Popen:
     )
 
 
+def _interrupted(server, out, sig: int) -> subprocess.Popen:
+    """A scrape.py run sent `sig` while it downloads the slow map e4; returns it, ended."""
+    run = _run(server, out)
+    assert server.slow_started.wait(60)
+    run.send_signal(sig)
+    run.wait(30)
+    return run
+
+
 @pytest.mark.parametrize("server", [{"slow": "e4"}], indirect=True)
 def test_killed_mid_download_then_rerun_matches_an_uninterrupted_run(server, tmp_path):
     out = tmp_path / "maps"
-    run = _run(server, out)
-    assert server.slow_started.wait(60)
-    run.send_signal(signal.SIGKILL)
-    run.wait(30)
+    _interrupted(server, out, signal.SIGKILL)
     assert not (out / "e4.zip").exists()
     _manifest(out)  # still valid JSON lines
     server.slow = None
@@ -311,11 +317,8 @@ def test_killed_mid_download_then_rerun_matches_an_uninterrupted_run(server, tmp
 @pytest.mark.parametrize("server", [{"slow": "e4"}], indirect=True)
 def test_ctrl_c_leaves_a_valid_manifest_and_no_partial_zip(server, tmp_path):
     out = tmp_path / "maps"
-    run = _run(server, out)
-    assert server.slow_started.wait(60)
-    run.send_signal(signal.SIGINT)
-    assert run.wait(30) == 130
-    assert "interrupted" in run.stderr.read().decode()
+    run = _interrupted(server, out, signal.SIGINT)
+    assert run.returncode == 130 and "interrupted" in run.stderr.read().decode()
     names = {p.name for p in out.iterdir()}
     assert "e4.zip" not in names and not [n for n in names if n.endswith(".part")]
     manifest = _manifest(out)
