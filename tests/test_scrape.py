@@ -268,7 +268,8 @@ def test_429_waits_retry_after_and_sends_nothing_meanwhile(server, tmp_path):
     refusals = [t for t, _, status, _ in server.log if status == 429]
     assert refusals, "the client never went faster than the server allows"
     for refused in refusals:
-        during = [t for t, *_ in server.log if refused + 0.02 < t < refused + server.retry_after - 0.02]
+        # 0.1 s of slack for a request another thread had already sent when the 429 arrived
+        during = [t for t, *_ in server.log if refused + 0.1 < t < refused + server.retry_after - 0.05]
         assert not during
 
 
@@ -276,8 +277,10 @@ def test_rate_limit_is_kept(server, tmp_path):
     out = tmp_path / "maps"
     assert scrape.main(_args(server, out, "--workers", "3") + ["--rate", "10"]) == 0
     times = sorted(t for t, *_ in server.log)
-    gaps = [b - a for a, b in zip(times, times[1:])]
-    assert min(gaps) > 0.09 and len(times) > 10  # 10 requests/s at most, downloads included
+    # 10 requests/s at most, downloads included: any 11 consecutive arrivals span about a second
+    # (compared over spans, not single gaps, which loopback jitter can squeeze)
+    spans = [b - a for a, b in zip(times, times[10:])]
+    assert len(times) > 20 and min(spans) > 0.9
 
 
 # ---------------------------------------------------------------- interruptions
