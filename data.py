@@ -14,7 +14,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from audio import AudioError, load_audio
-from maps import COLORS, DIFFICULTY_RANKS, DOT, GRID_COLUMNS, GRID_ROWS, MapError, read_level_file
+from maps import COLORS, DIFFICULTY_RANKS, DOT, GRID_COLUMNS, GRID_ROWS, MapError, atomic_file, read_level_file
 
 TOKEN_SPACE_VERSION = 1  # bump on any change below; checkpoints record it
 
@@ -204,14 +203,8 @@ class CodesCache:
 
     def save(self, song_hash: str, codes: np.ndarray) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=self.dir, prefix=f".{song_hash}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                np.save(out, np.ascontiguousarray(codes, dtype=np.int16))
-            os.replace(temp, self.path(song_hash))
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        with atomic_file(self.path(song_hash)) as out:
+            np.save(out, np.ascontiguousarray(codes, dtype=np.int16))
 
 
 @functools.lru_cache(maxsize=64)

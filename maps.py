@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, BinaryIO, NamedTuple, TypeVar
 
 import msgspec
 
@@ -132,6 +132,24 @@ def on_grid(note: Note) -> bool:
 
 
 # ---------------------------------------------------------------- reading files
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[BinaryIO]:
+    """A binary file to write that appears at path only when the block completes.
+
+    It is a temp file beside path (same file system), renamed over path at the end and
+    removed on any error or interrupt, so readers never see a partial file.
+    """
+    path = Path(path)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
 
 
 def _plain_bytes(data: bytes, name: str) -> bytes:
@@ -825,10 +843,8 @@ class ZippedBeatSaberDataset:
             return
         try:
             self.index_path.parent.mkdir(parents=True, exist_ok=True)
-            fd, temp = tempfile.mkstemp(dir=self.index_path.parent, suffix=".tmp")
-            with os.fdopen(fd, "wb") as out:
+            with atomic_file(self.index_path) as out:
                 out.write(msgspec.json.encode(_Index(str(self.directory), entries)))
-            os.replace(temp, self.index_path)
         except OSError as e:
             print(f"note: could not save the level index to {self.index_path} ({e})", file=sys.stderr)
 

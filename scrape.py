@@ -25,7 +25,7 @@ from pathlib import Path
 import requests
 from tqdm import tqdm
 
-from maps import judge_level
+from maps import atomic_file, judge_level
 
 USER_AGENT = "beatsaber-automapper-scraper/1.0 (training-data collector; honours --rate and Retry-After)"
 MANIFEST = "manifest.jsonl"
@@ -265,7 +265,7 @@ class Scraper:
         self.manifest = Manifest(self.out / MANIFEST)
         self.stop = threading.Event()
         self.client = Client(args.rate, args.retries, args.backoff, args.timeout, self.stop)
-        self.since = datetime.fromisoformat(args.since).replace(tzinfo=timezone.utc) if args.since else None
+        self.since = args.since
         self.progress = tqdm(desc="maps", unit="map", disable=args.quiet)
         self.considered = 0
 
@@ -315,18 +315,14 @@ class Scraper:
 
     def download(self, url: str, path: Path) -> None:
         """Stream url to path through a temp file; nothing is left at path unless complete."""
-        temp = path.with_name(path.name + PARTIAL_SUFFIX)
         try:
-            with self.client.get(url, stream=True) as response, open(temp, "wb") as out:
+            with self.client.get(url, stream=True) as response, atomic_file(path, PARTIAL_SUFFIX) as out:
                 for block in response.iter_content(1 << 16):
                     if self.stop.is_set():
                         raise KeyboardInterrupt
                     out.write(block)
-            os.replace(temp, path)
         except requests.RequestException as e:
             raise FetchError(f"transfer broke off ({type(e).__name__})") from None
-        finally:
-            temp.unlink(missing_ok=True)
 
     def run(self) -> int:
         args, pending = self.args, set()
@@ -378,8 +374,7 @@ def filter_only(args: argparse.Namespace) -> int:
     """
     out = Path(args.out)
     manifest = Manifest(out / MANIFEST)
-    since = datetime.fromisoformat(args.since).replace(tzinfo=timezone.utc) if args.since else None
-    changed = 0
+    since, changed = args.since, 0
     for path in sorted(out.glob("*.zip")):
         entry = manifest.entries.get(path.stem, {"id": path.stem})
         reason = check_zip(path)
@@ -397,6 +392,16 @@ def filter_only(args: argparse.Namespace) -> int:
     return 0
 
 
+def _date(text: str) -> datetime | None:
+    """--since: YYYY-MM-DD (UTC), or '' for no date rule."""
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Collect human-made Beat Saber maps from BeatSaver for training. Every map considered is "
@@ -407,7 +412,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--count", type=int, default=1000, help="stop once this many maps are ok in OUT")
     p.add_argument("--min-rating", type=float, default=0.75, help="lowest BeatSaver score (0..1) accepted")
     p.add_argument("--min-upvotes", type=int, default=5, help="fewest upvotes accepted")
-    p.add_argument("--since", default="2022-01-01", help="only maps uploaded on or after this date ('' for all)")
+    p.add_argument(
+        "--since", type=_date, default="2022-01-01", help="only maps uploaded on or after this date ('' for all)"
+    )
     p.add_argument("--api-url", default="https://api.beatsaver.com", help="BeatSaver API base URL")
     p.add_argument("--rate", type=float, default=1.0, help="most requests per second, downloads included")
     p.add_argument("--workers", type=int, default=2, help="downloads in parallel (all within --rate)")

@@ -15,7 +15,6 @@ import argparse
 import importlib.util
 import json
 import math
-import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -46,7 +45,7 @@ from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 from audio import ENCODEC_WEIGHTS, AudioError, create_audio_tokenizer  # noqa: E402
 from data import PPQ, TOKEN_SPACE_VERSION, VOCAB_SIZE, BeatDataset, audio_masking_collator, build_tokenizer  # noqa: E402
-from maps import MapError, ZippedBeatSaberDataset  # noqa: E402
+from maps import MapError, ZippedBeatSaberDataset, atomic_file  # noqa: E402
 
 # Qwen3-0.6B's architecture, so --init scratch needs no download
 QWEN3_06B = dict(
@@ -148,7 +147,7 @@ def load_model(args: argparse.Namespace) -> tuple[torch.nn.Module, str]:
     dtype = torch.bfloat16 if _bf16(args) else torch.float32
     if args.tiny:
         torch.manual_seed(args.seed)
-        return AutoModelForCausalLM.from_config(Qwen3Config(**TINY), dtype=dtype), "tiny Qwen3, transformers"
+        return AutoModelForCausalLM.from_config(Qwen3Config(**TINY), dtype=dtype), f"{base_model(args)}, transformers"
     source = args.model
     if args.init == "scratch":
         source = scratch_model_dir(args)
@@ -161,10 +160,16 @@ def load_model(args: argparse.Namespace) -> tuple[torch.nn.Module, str]:
             load_in_4bit=args.load_in_4bit,
             full_finetuning=True,
         )
-        return model, f"{args.model if args.init == 'pretrained' else 'Qwen3-0.6B from scratch'}, Unsloth"
+        return model, f"{base_model(args)}, Unsloth"
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
-    where = "cuda" if cuda else "cpu"
-    return model, f"{args.model if args.init == 'pretrained' else 'Qwen3-0.6B from scratch'}, transformers on {where}"
+    return model, f"{base_model(args)}, transformers on {'cuda' if cuda else 'cpu'}"
+
+
+def base_model(args: argparse.Namespace) -> str:
+    """What the weights start from, in words."""
+    if args.tiny:
+        return "tiny Qwen3"
+    return args.model if args.init == "pretrained" else "Qwen3-0.6B (scratch)"
 
 
 def scratch_model_dir(args: argparse.Namespace) -> str:
@@ -346,15 +351,9 @@ def checkpoint_info(args: argparse.Namespace, codec, data: dict) -> dict:
         "chunk_beats": args.chunk_beats,
         "ppq": PPQ,
         "max_seq_length": args.max_seq_length,
-        "base_model": "tiny" if args.tiny else args.model if args.init == "pretrained" else "Qwen3-0.6B (scratch)",
+        "base_model": base_model(args),
         "data": data,
     }
-
-
-def _write_json(path: Path, doc: dict) -> None:
-    temp = path.with_suffix(".tmp")
-    temp.write_text(json.dumps(doc, indent=2))
-    os.replace(temp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -388,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
         raise
     trainer.save_model(args.output_dir)
     build_tokenizer().save_pretrained(args.output_dir)
-    _write_json(Path(args.output_dir) / "automapper.json", checkpoint_info(args, info["codec"], info["data"]))
+    with atomic_file(Path(args.output_dir) / "automapper.json") as out:
+        out.write(json.dumps(checkpoint_info(args, info["codec"], info["data"]), indent=2).encode())
     print(f"saved model, tokenizer and automapper.json to {args.output_dir}")
     return 0
 

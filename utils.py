@@ -12,7 +12,6 @@ import argparse
 import math
 import os
 import sys
-import tempfile
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 
 from audio import ogg_vorbis
 from data import PPQ
-from maps import Difficulty, Level, Note, level_files, on_grid
+from maps import Difficulty, Level, Note, atomic_file, level_files, on_grid
 
 OFF_GRID_TOLERANCE = 0.05  # ticks; 3-decimal beats in map files are within 0.025 of the grid
 
@@ -76,17 +75,10 @@ ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 def write_zip(path: str | os.PathLike, files: dict[str, bytes]) -> None:
     """Write {name: bytes} as a zip at path, atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-            for name, data in files.items():
-                # a fixed timestamp: the same files always give the same zip bytes
-                archive.writestr(zipfile.ZipInfo(name, date_time=ZIP_EPOCH), data, zipfile.ZIP_DEFLATED)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as out, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            # a fixed timestamp: the same files always give the same zip bytes
+            archive.writestr(zipfile.ZipInfo(name, date_time=ZIP_EPOCH), data, zipfile.ZIP_DEFLATED)
 
 
 # ---------------------------------------------------------------- synthetic corpus
