@@ -169,10 +169,107 @@ def note_tokens_error(tokens: Sequence[int], chunk_ticks: int = TIME.size) -> st
     return None
 
 
-# ---------------------------------------------------------------- code cache
+# ---------------------------------------------------------------- chunks (training and inference alike)
 
 BEATS_PER_BAR = 4  # chunks start on bar lines of 4/4 time
 FIXED_TOKENS = 6  # BOS, AUDIO_START, AUDIO_END, NOTES_START, DIFF_x, EOS
+
+
+def chunk_frames(start: int, chunk_beats: int, bpm: float, frame_rate: float, total_frames: int) -> tuple[int, int]:
+    """[first, end) frames of the audio of chunk [start, start + chunk_beats) beats, beat 0 at 0 s.
+
+    Exactly the chunk's seconds; the last chunk of a song stops with the song.
+    """
+    seconds_per_beat = 60 / bpm
+    first = round(start * seconds_per_beat * frame_rate)
+    end = round((start + chunk_beats) * seconds_per_beat * frame_rate)
+    return first, min(end, total_frames)
+
+
+def prompt_tokens(codes: np.ndarray, difficulty: str) -> np.ndarray:
+    """codes: [frames, 2] of one chunk -> the prompt [BOS][AUDIO_START] audio [AUDIO_END][NOTES_START][DIFF_x]."""
+    head, tail = [BOS, AUDIO_START], [AUDIO_END, NOTES_START, DIFFICULTY_TOKENS[difficulty]]
+    return np.concatenate([head, audio_tokens(codes), tail]).astype(np.int64)
+
+
+def generated_notes(tokens: Sequence[int]) -> list[ChunkNote]:
+    """What the model wrote after the prompt -> chunk notes: up to EOS or PAD; a time token
+    left without its note type (the token budget ran out) is dropped."""
+    tokens = list(tokens)
+    end = next((i for i, t in enumerate(tokens) if t in (EOS, PAD)), len(tokens))
+    return decode_notes(tokens[: end - end % 2])
+
+
+# note-type fields by offset in the note range: [240] int each
+_TYPE_X, _TYPE_Y, _TYPE_COLOR, _TYPE_DIRECTION = map(np.array, zip(*map(note_fields, range(NOTE.start, NOTE.stop))))
+_TYPE_CELL = _TYPE_Y * GRID_COLUMNS + _TYPE_X
+LAST_CELL = GRID_ROWS * GRID_COLUMNS - 1
+
+
+class NoteGrammar:
+    """A transformers LogitsProcessor that keeps every generated chunk valid note tokens.
+
+    After DIFF_x or a note type: a time token at or after the previous tick and inside the
+    chunk, or EOS. After a time token: a note type. At one tick, note types increase, no
+    cell is used twice, and notes of one colour share a direction or are dots. Never the
+    reserved direction, never an id outside the token space. One instance serves one
+    generate() call over a batch of prompts of one (left-padded) length.
+    """
+
+    def __init__(self, prompt_length: int, chunk_ticks: Sequence[int]):
+        self.prompt_length = prompt_length
+        self.chunk_ticks = list(chunk_ticks)  # per row: ticks in its chunk (fewer for a song's last chunk)
+        rows = len(self.chunk_ticks)
+        self.tick = [0] * rows  # per row: tick of the latest time token
+        self.stack: list[list[int]] = [[] for _ in range(rows)]  # per row: note offsets written at that tick
+        self.done = [False] * rows
+
+    def _advance(self, row: int, token: int) -> None:
+        if token in (EOS, PAD):
+            self.done[row] = True
+        elif token in TIME:
+            if token_tick(token) != self.tick[row]:
+                self.stack[row] = []
+            self.tick[row] = token_tick(token)
+        elif token in NOTE:
+            self.stack[row].append(token - NOTE.start)
+
+    def _note_types(self, row: int) -> np.ndarray:
+        """[240] bool: the note types allowed next at this row's tick."""
+        allowed = _TYPE_DIRECTION != RESERVED_DIRECTION
+        stack = self.stack[row]
+        if stack:
+            allowed &= _TYPE_CELL > _TYPE_CELL[stack[-1]]  # increasing ids, each cell once
+        for color in range(COLORS):
+            arrows = [int(_TYPE_DIRECTION[t]) for t in stack if _TYPE_COLOR[t] == color and _TYPE_DIRECTION[t] != DOT]
+            if arrows:
+                same = (_TYPE_DIRECTION == arrows[0]) | (_TYPE_DIRECTION == DOT)
+                allowed &= (_TYPE_COLOR != color) | same
+        return allowed
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        # input_ids: [rows, prompt + generated so far]; scores: [rows, model vocab] logits of the next token
+        expects_type = [False] * len(self.chunk_ticks)
+        if input_ids.shape[1] > self.prompt_length:
+            for row, token in enumerate(input_ids[:, -1].tolist()):
+                self._advance(row, token)
+                expects_type[row] = token in TIME
+        allowed = np.zeros((len(self.chunk_ticks), scores.shape[1]), dtype=bool)  # [rows, model vocab]
+        for row, chunk_ticks in enumerate(self.chunk_ticks):
+            if self.done[row]:
+                allowed[row, EOS] = True
+            elif expects_type[row]:
+                allowed[row, NOTE.start : NOTE.stop] = self._note_types(row)
+            else:
+                stack = self.stack[row]
+                same_tick_open = bool(stack) and int(_TYPE_CELL[stack[-1]]) < LAST_CELL
+                first = self.tick[row] + (0 if same_tick_open or not stack else 1)
+                allowed[row, TIME.start + first : TIME.start + chunk_ticks] = True
+                allowed[row, EOS] = True
+        return scores.masked_fill(~torch.from_numpy(allowed).to(scores.device), -math.inf)
+
+
+# ---------------------------------------------------------------- code cache
 
 
 class CodesCache:
@@ -223,7 +320,7 @@ class _Item:
     song_filename: str
     song_hash: str
     bpm: float
-    difficulty: int  # DIFF_x token
+    difficulty: str  # Easy .. ExpertPlus
     ticks: np.ndarray  # [notes] int64: absolute 48-PPQ tick of each note, canonical order
     types: np.ndarray  # [notes] int64: its note-type token
 
@@ -239,7 +336,7 @@ def _item(level, characteristic: str, difficulty: str, song_hash: str) -> _Item:
         dtype=np.int64,
     ).reshape(-1, 2)
     pairs = np.unique(pairs, axis=0)
-    return _Item(level.path, level.song_filename, song_hash, level.bpm, DIFFICULTY_TOKENS[difficulty], *pairs.T)
+    return _Item(level.path, level.song_filename, song_hash, level.bpm, difficulty, *pairs.T)
 
 
 class BeatDataset(torch.utils.data.Dataset):
@@ -296,11 +393,7 @@ class BeatDataset(torch.utils.data.Dataset):
         return self.__dict__ | {"tokenizer": None}
 
     def _span(self, item: _Item, start: int) -> tuple[int, int]:
-        """[first, end) frames of the audio of chunk [start, start + chunk_beats) beats."""
-        seconds_per_beat = 60 / item.bpm
-        first = round(start * seconds_per_beat * self.frame_rate)
-        end = round((start + self.chunk_beats) * seconds_per_beat * self.frame_rate)
-        return first, min(end, self.frames[item.song_hash])
+        return chunk_frames(start, self.chunk_beats, item.bpm, self.frame_rate, self.frames[item.song_hash])
 
     def _notes_span(self, item: _Item, start: int) -> tuple[int, int]:
         """[first, end) indices of the item's notes inside chunk [start, start + chunk_beats)."""
@@ -339,10 +432,7 @@ class BeatDataset(torch.utils.data.Dataset):
         codes = _mapped_codes(self.cache.path(item.song_hash))[first:end]  # [frames, 2] int16
         # notes: [time, type, time, type, ...], ticks counted from the chunk's first beat
         notes = np.stack([item.ticks[lo:hi] - start * PPQ + TIME.start, item.types[lo:hi]], axis=1).reshape(-1)
-        input_ids = np.concatenate(
-            [[BOS, AUDIO_START], audio_tokens(codes), [AUDIO_END, NOTES_START, item.difficulty], notes, [EOS]]
-        )
-        return {"input_ids": input_ids.astype(np.int64)}
+        return {"input_ids": np.concatenate([prompt_tokens(codes, item.difficulty), notes, [EOS]]).astype(np.int64)}
 
 
 def precache(dataset: BeatDataset) -> dict[str, int]:

@@ -1,27 +1,31 @@
 """Note-level helpers and the synthetic corpus.
 
-v3 arcs/chains to plain notes, the 48-PPQ beat grid, writing level zips, and
-`python utils.py synth OUT_DIR`: level zips whose songs are synthesized drum patterns
-at known tempos with notes exactly on the hits (for tests and the offline demo).
-Later: playability checks and repairs, packaging for inference.
+v3 arcs/chains to plain notes, the 48-PPQ beat grid, playability repairs for generated
+notes, packaging a generated level, writing level zips, and `python utils.py synth
+OUT_DIR`: level zips whose songs are synthesized drum patterns at known tempos with
+notes exactly on the hits (for tests and the offline demo).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import math
 import os
 import sys
 import zipfile
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
+import msgspec
 import numpy as np
 
 from audio import ogg_vorbis
 from data import PPQ
-from maps import Difficulty, Level, Note, atomic_file, level_files, on_grid
+from maps import DOT, Difficulty, Level, Note, atomic_file, level_files, on_grid
 
 OFF_GRID_TOLERANCE = 0.05  # ticks; 3-decimal beats in map files are within 0.025 of the grid
 
@@ -68,6 +72,155 @@ def grid_fit(beats: Iterable[float]) -> GridFit:
     return GridFit(float(distance.mean()), float(distance.max()), float((distance > OFF_GRID_TOLERANCE).mean()))
 
 
+# ---------------------------------------------------------------- playability
+
+UP, DOWN, LEFT, RIGHT, UP_LEFT, UP_RIGHT, DOWN_LEFT, DOWN_RIGHT = range(8)
+OPPOSITE = {UP: DOWN, DOWN: UP, LEFT: RIGHT, RIGHT: LEFT, UP_LEFT: DOWN_RIGHT, DOWN_RIGHT: UP_LEFT}
+OPPOSITE |= {UP_RIGHT: DOWN_LEFT, DOWN_LEFT: UP_RIGHT}
+# a forehand swing per colour (0 left hand, 1 right hand): downward, or across the body;
+# every other arrow is a backhand. A hand alternates forehand and backhand.
+FOREHAND = {0: {DOWN, DOWN_LEFT, DOWN_RIGHT, RIGHT}, 1: {DOWN, DOWN_LEFT, DOWN_RIGHT, LEFT}}
+MIN_NOTE_SECONDS = 1.5  # no note before this much audio: players need time to get ready
+REPAIRS = (
+    "early notes dropped",
+    "duplicates removed",
+    "cell collisions resolved",
+    "stack directions unified",
+    "parity flips",
+)
+
+
+def swings(notes: Iterable[Note]) -> list[list[Note]]:
+    """Notes -> swings in time order: the notes of one colour at one tick, one swing each."""
+    by_swing: dict[tuple[int, int], list[Note]] = {}
+    for note in sorted(notes):
+        by_swing.setdefault((round(note.beat * PPQ), note.color), []).append(note)
+    return [by_swing[key] for key in sorted(by_swing)]
+
+
+def playable(notes: Iterable[Note], bpm: float) -> tuple[list[Note], Counter]:
+    """Generated notes -> (notes a player can play, repairs made by kind in REPAIRS).
+
+    In order: notes in the first MIN_NOTE_SECONDS of audio are dropped; exact duplicates
+    removed; of notes sharing a cell at one tick the first (by colour, direction) stays;
+    arrows of one colour at one tick take the first arrow's direction (dots stay dots);
+    a hand that would swing forehand (or backhand) twice in a row has its swing flipped
+    to the opposite direction (a dot swings either way and keeps the hand alternating).
+    """
+    repairs: Counter = Counter({kind: 0 for kind in REPAIRS})
+    notes = list(notes)
+    kept = [n for n in notes if n.beat * 60 / bpm >= MIN_NOTE_SECONDS]
+    repairs["early notes dropped"] = len(notes) - len(kept)
+    unique = sorted(set(kept))
+    repairs["duplicates removed"] = len(kept) - len(unique)
+    by_slot: dict[tuple[int, int, int], Note] = {}
+    for note in unique:
+        by_slot.setdefault(_slot(note), note)
+    repairs["cell collisions resolved"] = len(unique) - len(by_slot)
+    result, last_forehand = [], {}  # colour -> the hand's previous swing
+    for swing in swings(by_slot.values()):
+        arrows = [n for n in swing if n.direction != DOT]
+        direction = arrows[0].direction if arrows else DOT
+        repairs["stack directions unified"] += sum(n.direction != direction for n in arrows)
+        color = swing[0].color
+        forehand = None if direction == DOT else direction in FOREHAND[color]
+        if forehand is not None and last_forehand.get(color) == forehand:
+            direction, forehand = OPPOSITE[direction], not forehand
+            repairs["parity flips"] += 1
+        if forehand is None and color in last_forehand:
+            forehand = not last_forehand[color]
+        if forehand is not None:
+            last_forehand[color] = forehand
+        result += [msgspec.structs.replace(n, direction=direction) if n.direction != DOT else n for n in swing]
+    return sorted(result), repairs
+
+
+# ---------------------------------------------------------------- packaging
+
+NJS = {"Easy": 10, "Normal": 10, "Hard": 12, "Expert": 16, "ExpertPlus": 18}  # note jump speed per difficulty
+NJS_OFFSET = 0.0
+OUTPUT_RATE = 44100  # song.egg: Ogg Vorbis at 44.1 kHz
+PREVIEW_SECONDS = 10.0
+COVER_SIZE = 512
+
+
+def cover_jpeg(title: str) -> bytes:
+    """A square cover: two blocks in the sabers' red and blue on a dark gradient whose hue comes from the title."""
+    from PIL import Image, ImageDraw
+
+    hue = hashlib.sha1(title.encode()).digest()[0]
+    y = np.linspace(0, 1, COVER_SIZE)[:, None, None]
+    top, bottom = np.array([hue / 4, 20, 60]), np.array([10, hue / 3, 30])
+    image = Image.fromarray((top * (1 - y) + bottom * y).repeat(COVER_SIZE, axis=1).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    block, gap = COVER_SIZE // 4, COVER_SIZE // 16
+    for i, color in enumerate(((200, 30, 40), (30, 90, 220))):
+        left = COVER_SIZE // 2 - block - gap // 2 + i * (block + gap)
+        top_edge = COVER_SIZE // 2 - block // 2
+        draw.rounded_rectangle((left, top_edge, left + block, top_edge + block), radius=block // 8, fill=color)
+        draw.polygon(
+            [
+                (left + block // 4, top_edge + block // 4),
+                (left + 3 * block // 4, top_edge + block // 4),
+                (left + block // 2, top_edge + block // 2),
+            ],
+            fill=(240, 240, 240),
+        )
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def level_package(
+    notes: dict[str, list[Note]],
+    bpm: float,
+    song: np.ndarray,
+    song_name: str,
+    song_author: str,
+    cover: bytes | None = None,
+    mapper: str = "automapper",
+) -> dict[str, bytes]:
+    """{file name: bytes} of a level Beat Saber loads as is: Info.dat (v2.1.0), one v3.3.0
+    Standard difficulty file per entry of notes ({difficulty name: notes}), song.egg, cover.jpg.
+
+    song: [n] or [n, channels] float at OUTPUT_RATE, beat 0 on its first sample.
+    """
+    seconds = len(song) / OUTPUT_RATE
+    level = Level(
+        song_name=song_name,
+        song_author=song_author,
+        mapper=mapper,
+        bpm=bpm,
+        song_filename="song.egg",
+        cover_filename="cover.jpg",
+        preview_start=round(seconds / 3, 3),
+        preview_duration=min(PREVIEW_SECONDS, seconds),
+        info_version="2.1.0",
+        difficulties=[
+            Difficulty(
+                "Standard", name, f"{name}Standard.dat", "3.3.0", notes[name], njs=NJS[name], njs_offset=NJS_OFFSET
+            )
+            for name in notes
+        ],
+    )
+    cover = cover if cover is not None else cover_jpeg(song_name)
+    return level_files(level) | {"song.egg": ogg_vorbis(song, OUTPUT_RATE), "cover.jpg": cover}
+
+
+def write_level(path: str | os.PathLike, files: dict[str, bytes]) -> Path:
+    """Write a level as a .zip (a path ending in .zip) or into a folder; every file atomically."""
+    path = Path(path)
+    if path.suffix.lower() == ".zip":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_zip(path, files)
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        with atomic_file(path / name) as out:
+            out.write(data)
+    return path
+
+
 # ---------------------------------------------------------------- level zips
 
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -88,7 +241,6 @@ SYNTH_BPMS = (128.5, 87.0, 174.0, 100.0, 140.0, 60.5, 120.0, 95.25)  # slow, fas
 LEAD_IN_BARS = 2  # drums but no notes: the first notes come after >= 2.7 s at 174 BPM
 BEATS_PER_BAR = 4
 RED_COLUMNS, BLUE_COLUMNS = (0, 1), (2, 3)
-DOWN, UP = 1, 0
 
 
 def _envelope(seconds: float, decay: float) -> np.ndarray:
