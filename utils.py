@@ -171,6 +171,17 @@ def cover_jpeg(title: str) -> bytes:
     return out.getvalue()
 
 
+def cover_from_image(path: str | os.PathLike) -> bytes:
+    """Any image Pillow reads -> a square JPEG cover (centre crop, COVER_SIZE pixels); OSError when unreadable."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as image:
+        square = ImageOps.fit(image.convert("RGB"), (COVER_SIZE, COVER_SIZE))
+    out = io.BytesIO()
+    square.save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
 def level_package(
     notes: dict[str, list[Note]],
     bpm: float,

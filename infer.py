@@ -1,0 +1,266 @@
+"""A song in, a ready-to-play Beat Saber level out.
+
+    python infer.py SONG [--model output] [--difficulty Expert ...] [--output PATH]
+    python infer.py SONG --analyze [--json]        # tempo and first beat only, no model
+
+The song's tempo and first beat are estimated (or given with --bpm/--offset); silence is
+prepended so that beat 0 sits on the song's beat grid, as mappers do. The song is cut
+into the checkpoint's chunk_beats windows exactly as training cut them; every window is
+prefilled and decoded in batches with the KV cache under the note grammar
+(data.NoteGrammar); notes go back to absolute beats, pass the playability repairs and
+are packaged as a level zip (or folder) Beat Saber loads as is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import soxr
+import torch
+from tqdm import tqdm
+
+from audio import AudioError, Tempo, create_audio_tokenizer, estimate_tempo, load_audio, song_tags
+from data import (
+    DIFFICULTIES,
+    EOS,
+    PAD,
+    PPQ,
+    TOKEN_SPACE_VERSION,
+    NoteGrammar,
+    chunk_frames,
+    generated_notes,
+    prompt_tokens,
+)
+from maps import Note
+from utils import OUTPUT_RATE, REPAIRS, cover_from_image, level_package, playable, write_level
+
+EXIT_USAGE = 2
+MIN_SONG_SECONDS = 5.0
+DEFAULT_DIFFICULTIES = ("Expert",)
+MAX_NOTES_PER_BEAT = 8  # generation budget per chunk: far above human maps' density
+
+
+class UsageError(Exception):
+    """One line for the user; exit status 2."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Map a song: write a Beat Saber level (Info.dat, difficulties, song.egg, cover.jpg).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("song", metavar="SONG", help="audio file: .ogg/.egg, .wav, .flac, .mp3 ...")
+    parser.add_argument("--model", default="output", help="checkpoint dir written by train.py")
+    parser.add_argument("--bpm", type=_positive, help="the song's tempo; estimated from the audio when omitted")
+    parser.add_argument(
+        "--offset", type=_non_negative, help="seconds from the file's start to its first beat; estimated when omitted"
+    )
+    parser.add_argument("--analyze", action="store_true", help="print tempo, first beat and confidence, then exit")
+    parser.add_argument("--json", action="store_true", help="with --analyze: one JSON object")
+    parser.add_argument("--tracker", choices=("essentia", "librosa"), help="beat tracker (default: best installed)")
+    parser.add_argument(
+        "--difficulty", nargs="+", choices=DIFFICULTIES, default=list(DEFAULT_DIFFICULTIES), help="difficulties"
+    )
+    parser.add_argument("--output", help="a .zip path, or a folder to write the level into (default: SONG.zip)")
+    parser.add_argument("--temperature", type=_non_negative, default=0.8, help="sampling temperature; 0 = greedy")
+    parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass")
+    parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same level")
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
+    parser.add_argument(
+        "--dtype", choices=("auto", "float32", "bfloat16"), default="auto", help="auto: bfloat16 on CUDA, else float32"
+    )
+    parser.add_argument("--batch-size", type=int, default=16, help="windows decoded together")
+    parser.add_argument("--cover", help="cover image (jpg/png); default: a generated one")
+    parser.add_argument("--song-name", help="default: the file's title tag, else its name")
+    parser.add_argument("--song-author", help="default: the file's artist tag")
+    return parser.parse_args(argv)
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {text}")
+    return value
+
+
+def read_song(path: str) -> np.ndarray:
+    """The song as written to the level: [n, channels] float32 at 44.1 kHz."""
+    if not Path(path).is_file():
+        raise UsageError(f"{path}: no such file")
+    try:
+        song = load_audio(path, OUTPUT_RATE, mono=False)
+    except AudioError as e:
+        raise UsageError(str(e)) from None
+    song = song.reshape(len(song), -1)
+    if len(song) < MIN_SONG_SECONDS * OUTPUT_RATE:
+        raise UsageError(
+            f"{path}: {len(song) / OUTPUT_RATE:.1f} s of audio; a song needs at least {MIN_SONG_SECONDS:g} s"
+        )
+    return song
+
+
+def song_tempo(args: argparse.Namespace, mono: np.ndarray) -> Tempo:
+    """--bpm/--offset where given, the estimate for the rest."""
+    if args.bpm is not None and args.offset is not None:
+        return Tempo(args.bpm, args.offset, 1.0, "given")
+    if args.bpm is not None:
+        return Tempo(args.bpm, 0.0, 1.0, "given")
+    try:
+        estimate = estimate_tempo(mono, OUTPUT_RATE, args.tracker)
+    except AudioError as e:
+        raise UsageError(f"{args.song}: {e}") from None
+    return estimate._replace(first_beat=args.offset) if args.offset is not None else estimate
+
+
+def load_checkpoint(path: str, device: torch.device, dtype: str):
+    """(model, automapper.json) of a train.py output dir; refuses other token spaces."""
+    info_path = Path(path) / "automapper.json"
+    if not info_path.is_file():
+        raise UsageError(f"no model at {path} (no automapper.json): run train.py first, or pass --model DIR")
+    info = json.loads(info_path.read_text())
+    if info.get("token_space_version") != TOKEN_SPACE_VERSION:
+        raise UsageError(
+            f"{path}: token space version {info.get('token_space_version')} but this infer.py speaks "
+            f"{TOKEN_SPACE_VERSION}: retrain, or use the infer.py of that checkpoint's version"
+        )
+    from transformers import AutoModelForCausalLM
+
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(dtype)
+    if torch_dtype is None:
+        torch_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    except OSError as e:
+        raise UsageError(f"{path}: cannot load the model ({str(e).splitlines()[0]})") from None
+    return model.to(device).eval(), info
+
+
+def level_notes(
+    model, codes: np.ndarray, info: dict, bpm: float, difficulties: list[str], batch_size: int, sampling: dict
+) -> dict[str, list[Note]]:
+    """codes: [frames, 2] of the whole (padded) song, beat 0 at frame 0 -> {difficulty: notes}."""
+    frame_rate, chunk_beats = info["codec"]["frame_rate"], info["chunk_beats"]
+    song_beats = len(codes) / frame_rate * bpm / 60
+    # rows: (difficulty, first beat, ticks inside the chunk, prompt tokens), one per window and difficulty
+    rows = []
+    for start in range(0, math.ceil(song_beats), chunk_beats):
+        first, end = chunk_frames(start, chunk_beats, bpm, frame_rate, len(codes))
+        ticks = math.ceil(min(chunk_beats, song_beats - start) * PPQ)
+        rows += [(name, start, ticks, prompt_tokens(codes[first:end], name)) for name in difficulties]
+    rows.sort(key=lambda row: len(row[3]))  # similar lengths share a batch: little padding
+    notes: dict[str, list[Note]] = {name: [] for name in difficulties}
+    for i in tqdm(range(0, len(rows), batch_size), desc="decoding", unit="batch", disable=len(rows) <= batch_size):
+        batch = rows[i : i + batch_size]
+        for (name, start, _, _), chunk in zip(batch, decode(model, batch, chunk_beats, info, sampling)):
+            notes[name] += [Note(start + tick / PPQ, x, y, c, d) for tick, x, y, c, d in chunk]
+    return notes
+
+
+@torch.inference_mode()
+def decode(model, batch: list, chunk_beats: int, info: dict, sampling: dict) -> list[list[tuple]]:
+    """Prefill a batch of prompts (left-padded) and decode each under the grammar -> chunk notes per row."""
+    length = max(len(row[3]) for row in batch)
+    # input_ids, attention_mask: [rows, length], PAD with attention 0 on the left
+    input_ids = torch.full((len(batch), length), PAD, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    for r, (_, _, _, prompt) in enumerate(batch):
+        input_ids[r, length - len(prompt) :] = torch.from_numpy(prompt)
+        attention_mask[r, length - len(prompt) :] = 1
+    budget = min(2 * MAX_NOTES_PER_BEAT * chunk_beats + 1, info.get("max_seq_length", 1 << 30) - length)
+    grammar = NoteGrammar(length, [row[2] for row in batch])
+    output = model.generate(
+        input_ids=input_ids.to(model.device),
+        attention_mask=attention_mask.to(model.device),
+        logits_processor=[grammar],
+        max_new_tokens=max(budget, 1),
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+        **sampling,
+    )
+    # output: [rows, length + generated] token ids; what follows the prompt is notes, then EOS/PAD
+    return [generated_notes(row) for row in output[:, length:].tolist()]
+
+
+def sampling_options(args: argparse.Namespace) -> dict:
+    if args.temperature == 0:
+        return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    return {"do_sample": True, "temperature": args.temperature, "top_p": args.top_p, "top_k": None}
+
+
+def output_path(args: argparse.Namespace) -> Path:
+    return Path(args.output) if args.output else Path(args.song).with_suffix(".zip")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except UsageError as e:
+        print(f"infer.py: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def run(args: argparse.Namespace) -> int:
+    song = read_song(args.song)  # [n, channels] at 44.1 kHz
+    mono = song.mean(axis=1)
+    tempo = song_tempo(args, mono)
+    if args.analyze:
+        report = {"bpm": round(tempo.bpm, 3), "first_beat": round(tempo.first_beat, 4)}
+        report |= {"confidence": round(tempo.confidence, 3), "tracker": tempo.tracker}
+        print(json.dumps(report) if args.json else "  ".join(f"{k}: {v}" for k, v in report.items()))
+        return 0
+    print(
+        f"tempo: {tempo.bpm:.3f} BPM, first beat at {tempo.first_beat:.3f} s ({tempo.tracker}, confidence "
+        f"{tempo.confidence:.2f})"
+    )
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, info = load_checkpoint(args.model, device, args.dtype)
+    codec = info["codec"]
+    try:
+        tokenizer = create_audio_tokenizer(codec["bandwidth"], device, codec["weights"])
+    except AudioError as e:
+        raise UsageError(str(e)) from None
+    if tokenizer.id != codec["id"]:
+        raise UsageError(f"{args.model}: trained on codec {codec['id']}, but {tokenizer.id} loaded")
+    torch.manual_seed(args.seed)
+
+    # padded: the song with silence before it so that a beat falls on its first sample
+    period = 60 / tempo.bpm
+    pad = round((period - tempo.first_beat % period) % period * OUTPUT_RATE)
+    pad = 0 if pad >= round(period * OUTPUT_RATE) else pad
+    padded = np.concatenate([np.zeros((pad, song.shape[1]), dtype=song.dtype), song])
+    samples = soxr.resample(padded.mean(axis=1), OUTPUT_RATE, tokenizer.sample_rate)
+    codes = tokenizer.encode(samples[None])  # [frames, 2] int16, 75 frames/s, beat 0 at frame 0
+    notes = level_notes(model, codes, info, tempo.bpm, args.difficulty, args.batch_size, sampling_options(args))
+
+    for name in args.difficulty:
+        notes[name], repairs = playable(notes[name], tempo.bpm)
+        done = ", ".join(f"{repairs[kind]} {kind}" for kind in REPAIRS)
+        print(f"{name}: {len(notes[name])} notes ({done})")
+    title, artist = song_tags(args.song)
+    try:
+        cover = cover_from_image(args.cover) if args.cover else None
+    except OSError as e:
+        raise UsageError(f"{args.cover}: unreadable cover image ({e})") from None
+    files = level_package(
+        notes, tempo.bpm, padded, args.song_name or title or Path(args.song).stem, args.song_author or artist, cover
+    )
+    path = write_level(output_path(args), files)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

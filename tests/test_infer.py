@@ -1,0 +1,253 @@
+"""infer.py on CPU: grammar, overfit end to end, playable zips bsmap loads, tempo, clear errors."""
+
+import io
+import json
+import zipfile
+from collections import defaultdict
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import infer
+import train
+from audio import create_audio_tokenizer, estimate_tempo, load_audio, ogg_vorbis
+from conftest import SHARED_MAPS, needs_shared
+from data import EOS, NOTE, NoteGrammar, build_tokenizer, generated_notes, note_tokens_error
+from maps import MapError, load_level
+from utils import synth_level, write_zip
+
+CHUNK_BEATS = 8
+
+
+def _synth_song(tmp_path, index: int, bars: int, lead_silence: float = 0.0):
+    """(path of a synthetic song as .ogg, its Level); lead_silence seconds of silence before it."""
+    files, level = synth_level(index, bars=bars)
+    samples, rate = sf.read(io.BytesIO(files["song.egg"]), dtype="float32")
+    samples = np.concatenate([np.zeros(round(lead_silence * rate), np.float32), samples])
+    path = tmp_path / f"synth_{index}.ogg"
+    path.write_bytes(ogg_vorbis(samples, rate))
+    return path, level
+
+
+def _save_checkpoint(args, model, codec_info: dict, data: dict):
+    model.save_pretrained(args.output_dir)
+    build_tokenizer().save_pretrained(args.output_dir)
+    info = train.checkpoint_info(args, codec_info, data)
+    (args.output_dir / "automapper.json").write_text(json.dumps(info))
+
+
+def _args(tmp_path, *extra: str):
+    data, out = tmp_path / "data", tmp_path / "out"
+    data.mkdir(exist_ok=True)
+    args = train.parse_args(
+        ["--data", str(data), "--tiny", "--codec-weights", "random", "--output-dir", str(out), "--val-share", "0"]
+        + ["--cache-dir", str(tmp_path / "cache"), "--report-to", "none", "--save-steps", "100000"]
+        + ["--chunk-beats", str(CHUNK_BEATS), *extra]
+    )
+    args.data, args.output_dir = data, out
+    return args
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory):
+    """A tiny checkpoint with random weights: automapper.json as train.py writes it."""
+    tmp = tmp_path_factory.mktemp("untrained")
+    args = _args(tmp)
+    model, _ = train.load_model(args)
+    _save_checkpoint(args, model, create_audio_tokenizer(weights="random"), {"levels": 0})
+    return args.output_dir
+
+
+def _cells_and_stacks(notes) -> tuple[int, int]:
+    """(two notes in one cell at one time, same-colour stacks with two arrow directions)."""
+    cells, directions = defaultdict(int), defaultdict(set)
+    for n in notes:
+        cells[(round(n.beat * 48), n.x, n.y)] += 1
+        if n.direction != 8:
+            directions[(round(n.beat * 48), n.color)].add(n.direction)
+    return sum(c > 1 for c in cells.values()), sum(len(d) > 1 for d in directions.values())
+
+
+def _parity_errors(notes) -> tuple[int, int]:
+    """(swings, swings going the same way as the hand's previous swing).
+
+    A swing is one colour's notes at one tick. Its way: up-ish arrows +1, down-ish -1;
+    sideways, swinging away from the body +1, across it -1 (left hand: left is away);
+    a dot goes whichever way the hand needs. Each hand must alternate."""
+    ways = {0: 1, 4: 1, 5: 1, 1: -1, 6: -1, 7: -1}
+    sideways = {0: {2: 1, 3: -1}, 1: {3: 1, 2: -1}}
+    by_swing = {}
+    for n in sorted(notes):
+        by_swing.setdefault((round(n.beat * 48), n.color), n.direction)
+    last, errors = {}, 0
+    for (_, color), direction in sorted(by_swing.items()):
+        way = ways.get(direction, sideways[color].get(direction))
+        if way is None:  # a dot
+            way = -last.get(color, 1)
+        errors += last.get(color) == way
+        last[color] = way
+    return len(by_swing), errors
+
+
+# ---------------------------------------------------------------- grammar
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_grammar_keeps_sampling_from_random_logits_valid(seed):
+    generator = torch.Generator().manual_seed(seed)
+    chunk_ticks = [384, 40, 7]
+    grammar = NoteGrammar(3, chunk_ticks)
+    ids = torch.zeros(len(chunk_ticks), 3, dtype=torch.long)
+    for _ in range(600):
+        scores = torch.randn(len(chunk_ticks), 15_000, generator=generator) * 3
+        scores[:, EOS] -= 4  # long chunks, so stacks and same-tick notes get exercised
+        ids = torch.cat([ids, torch.multinomial(grammar(ids, scores).softmax(-1), 1, generator=generator)], 1)
+    stacks = 0
+    for row, ticks in zip(ids[:, 3:].tolist(), chunk_ticks):
+        end = row.index(EOS) if EOS in row else len(row) - len(row) % 2
+        assert note_tokens_error(row[:end], ticks) is None
+        assert all(t == EOS for t in row[end:]) or EOS not in row
+        notes = generated_notes(row)
+        assert all(NOTE.start <= t < NOTE.stop for t in row[1:end:2])
+        assert _cells_and_stacks(infer_notes(notes)) == (0, 0)
+        stacks += len(notes) - len({n[0] for n in notes})
+    assert stacks > 0  # several notes at one tick did occur
+
+
+def infer_notes(chunk_notes):
+    from maps import Note
+
+    return [Note(tick / 48, x, y, c, d) for tick, x, y, c, d in chunk_notes]
+
+
+# ---------------------------------------------------------------- end to end
+
+
+def test_overfit_model_reproduces_the_song_greedily(tmp_path):
+    index, bars = 6, 2  # 120 BPM; 4 bars: chunks [0, 8) and [8, 16) beats, then the song's last half second
+    song, level = _synth_song(tmp_path, index, bars)
+    args = _args(tmp_path, "--max-empty-share", "1")
+    write_zip(args.data / "song.zip", synth_level(index, bars=bars)[0])
+    args.max_steps, args.grad_accum, args.learning_rate, args.warmup_steps = 300, 1, 3e-3, 0
+    dataset, _, info = train.build_datasets(args)
+    expert = next(i for i, item in enumerate(dataset.items) if item.difficulty == "Expert")
+    dataset.chunks = [(expert, start) for start in (0, 8, 16)]  # the windows infer.py cuts, kept every epoch
+    dataset.set_epoch = lambda epoch: None
+    model, _ = train.load_model(args)
+    train.build_trainer(args, model, dataset, None).train()
+    _save_checkpoint(args, model, info["codec"], info["data"])
+
+    out = tmp_path / "level.zip"
+    common = ["--model", str(args.output_dir), "--bpm", "120", "--offset", "0", "--temperature", "0"]
+    assert infer.main([str(song), *common, "--difficulty", "Expert", "--output", str(out)]) == 0
+    generated = next(d for d in load_level(out).difficulties if d.difficulty == "Expert")
+    wanted = next(d for d in level.difficulties if d.difficulty == "Expert")
+    assert len(wanted.notes) >= 8 and generated.notes == sorted(wanted.notes)
+
+
+def test_untrained_model_gives_a_playable_level_bsmap_loads(tmp_path, untrained, capsys):
+    from bsmap.mapper import BeatSaberMapper
+
+    song, level = _synth_song(tmp_path, 4, bars=8, lead_silence=0.3)  # tempo estimated; silence gets padded
+    out = tmp_path / "level.zip"
+    args = ["--model", str(untrained), "--temperature", "1.0", "--difficulty", "Normal", "Expert", "ExpertPlus"]
+    assert infer.main([str(song), *args, "--output", str(out), "--song-author", "Someone"]) == 0
+    assert "parity flips" in capsys.readouterr().out
+
+    result = load_level(out)
+    assert abs(result.bpm / level.bpm - 1) < 0.002 and result.song_author == "Someone"
+    assert [d.difficulty for d in result.difficulties] == ["Normal", "Expert", "ExpertPlus"]
+    notes = 0
+    for diff in result.difficulties:
+        assert diff.version == "3.3.0" and diff.off_grid == 0 and diff.njs > 0
+        assert _cells_and_stacks(diff.notes) == (0, 0)
+        swings, errors = _parity_errors(diff.notes)
+        assert errors <= 0.05 * swings
+        assert all(n.beat * 60 / result.bpm >= 1.5 for n in diff.notes)
+        notes += len(diff.notes)
+    assert notes > 20  # an untrained model at temperature 1 writes plenty of notes
+
+    with zipfile.ZipFile(out) as archive:
+        names = set(archive.namelist())
+        assert names == {"Info.dat", "NormalStandard.dat", "ExpertStandard.dat", "ExpertPlusStandard.dat"} | {
+            "song.egg",
+            "cover.jpg",
+        }
+        info = sf.info(io.BytesIO(archive.read("song.egg")))
+        assert (info.format, info.subtype, info.samplerate) == ("OGG", "VORBIS", 44100)
+        assert archive.read("cover.jpg")[:2] == b"\xff\xd8"  # JPEG
+        archive.extractall(tmp_path / "folder")
+    # the song now starts with silence up to the next beat after 0.3 s: beat 1 of the grid
+    padded = load_audio(tmp_path / "folder" / "song.egg", 44100)
+    assert abs((len(padded) - 44100 * (sf.info(song).duration)) / 44100 - (60 / level.bpm - 0.3)) < 0.02
+    # bsmap's own load_map_folder breaks on any folder with a difficulty file (bsmap 1.1.4): load file by file
+    folder = tmp_path / "folder"
+    info = BeatSaberMapper.load_info_dat(str(folder / "Info.dat"))
+    files = [b.beatmapFilename for s in info.difficultyBeatmapSets for b in s.difficultyBeatmaps]
+    beatmaps = {name: BeatSaberMapper.load_beatmap(str(folder / name)) for name in files}
+    assert sorted(files) == sorted(n for n in names if n.endswith("Standard.dat"))
+    assert sum(len(b.colorNotes) for b in beatmaps.values()) == notes
+    assert BeatSaberMapper.validate_map(info, beatmaps) == {}
+
+
+# ---------------------------------------------------------------- tempo
+
+
+def test_analyze_prints_the_synthetic_tempo_without_a_model(tmp_path, capsys):
+    song, level = _synth_song(tmp_path, 0, bars=8, lead_silence=0.25)  # 128.5 BPM
+    assert infer.main([str(song), "--analyze", "--json", "--model", str(tmp_path / "none")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert abs(report["bpm"] / level.bpm - 1) < 0.001 and report["confidence"] > 0.8
+    period = 60 / level.bpm
+    assert abs((report["first_beat"] - 0.25 + period / 2) % period - period / 2) < 0.02
+
+
+@needs_shared
+def test_tempo_on_real_songs_meets_the_targets():
+    within, phases = [], []
+    for folder in sorted(p for p in SHARED_MAPS.iterdir() if p.is_dir()):
+        try:
+            level = load_level(folder)
+        except MapError:
+            continue
+        if not level.bpm or not (folder / level.song_filename).is_file():
+            continue
+        estimate = estimate_tempo(load_audio(folder / level.song_filename, 44100), 44100)
+        ratio = estimate.bpm / level.bpm
+        within.append(any(abs(ratio / m - 1) <= 0.02 for m in (1, 2, 0.5)))
+        beats = estimate.first_beat * level.bpm / 60  # on the mapper's grid
+        phases.append(abs(beats - round(beats)))
+    assert len(within) >= 5, "fewer fixture songs than expected"
+    assert np.mean(within) >= 0.8 and np.median(phases) <= 0.1, (within, phases)
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_bad_inputs_exit_2_with_one_line(tmp_path, untrained, capsys):
+    def error(*argv: str) -> str:
+        assert infer.main(list(argv)) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("infer.py: ")
+        return lines[0]
+
+    garbage = tmp_path / "broken.ogg"
+    garbage.write_bytes(b"OggS but not really" * 100)
+    assert "unreadable audio" in error(str(garbage), "--model", str(untrained))
+    assert "no such file" in error(str(tmp_path / "missing.ogg"))
+
+    short = tmp_path / "short.ogg"
+    short.write_bytes(ogg_vorbis(np.sin(np.arange(44100 * 3) / 10).astype(np.float32) * 0.5, 44100))
+    assert "at least 5 s" in error(str(short), "--model", str(untrained))
+
+    song, _ = _synth_song(tmp_path, 1, bars=2)
+    message = error(str(song), "--bpm", "87", "--model", str(tmp_path / "nowhere"))
+    assert "no model at" in message and "train.py" in message and "--model" in message
+
+    other = tmp_path / "other_space"
+    other.mkdir()
+    info = json.loads((untrained / "automapper.json").read_text()) | {"token_space_version": 0}
+    (other / "automapper.json").write_text(json.dumps(info))
+    assert "token space version 0" in error(str(song), "--bpm", "87", "--model", str(other))
