@@ -253,6 +253,16 @@ def _best_bpm(envelope: np.ndarray, bpm: float, span: float, steps: int) -> floa
     return float(candidates[np.argmax([_fold(envelope, c).max() for c in candidates])])
 
 
+def _first_beat(envelope: np.ndarray, bpm: float) -> float:
+    """Seconds in [0, 60 / bpm): the phase of the fold's peak, where the onsets cluster."""
+    return (int(np.argmax(_fold(envelope, bpm))) + 0.5) / PHASE_BINS * 60 / bpm
+
+
+def estimate_first_beat(samples: np.ndarray, sample_rate: int, bpm: float) -> float:
+    """samples: [n] mono float, its known tempo -> seconds of its first beat, in [0, 60 / bpm)."""
+    return _first_beat(_onset_envelope(samples, sample_rate), bpm)
+
+
 def estimate_tempo(samples: np.ndarray, sample_rate: int, tracker: str | None = None) -> Tempo:
     """samples: [n] mono float -> the song's BPM and the time of its first beat.
 
@@ -269,8 +279,8 @@ def estimate_tempo(samples: np.ndarray, sample_rate: int, tracker: str | None = 
     envelope = _onset_envelope(samples, sample_rate)
     bpm = _best_bpm(envelope, 60 / float(np.median(np.diff(beats))), COARSE_SPAN, COARSE_STEPS)
     bpm = _best_bpm(envelope, bpm, FINE_SPAN, FINE_STEPS)
+    first_beat = _first_beat(envelope, bpm)
     period = 60 / bpm
-    first_beat = (int(np.argmax(_fold(envelope, bpm))) + 0.5) / PHASE_BINS * period
     offsets = (beats - first_beat) / period
     confidence = float(np.mean(np.abs(offsets - np.round(offsets)) < ON_GRID_BEATS))
     return Tempo(bpm, first_beat, confidence, tracker)

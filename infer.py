@@ -24,7 +24,15 @@ import soxr
 import torch
 from tqdm import tqdm
 
-from audio import AudioError, Tempo, create_audio_tokenizer, estimate_tempo, load_audio, song_tags
+from audio import (
+    AudioError,
+    Tempo,
+    create_audio_tokenizer,
+    estimate_first_beat,
+    estimate_tempo,
+    load_audio,
+    song_tags,
+)
 from data import (
     DIFFICULTIES,
     EOS,
@@ -58,7 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default="output", help="checkpoint dir written by train.py")
     parser.add_argument("--bpm", type=_positive, help="the song's tempo; estimated from the audio when omitted")
     parser.add_argument(
-        "--offset", type=_non_negative, help="seconds from the file's start to its first beat; estimated when omitted"
+        "--offset",
+        type=_non_negative,
+        help="seconds from the file's start to its first beat; estimated when omitted (also with --bpm)",
     )
     parser.add_argument("--analyze", action="store_true", help="print tempo, first beat and confidence, then exit")
     parser.add_argument("--json", action="store_true", help="with --analyze: one JSON object")
@@ -116,7 +126,7 @@ def song_tempo(args: argparse.Namespace, mono: np.ndarray) -> Tempo:
     if args.bpm is not None and args.offset is not None:
         return Tempo(args.bpm, args.offset, 1.0, "given")
     if args.bpm is not None:
-        return Tempo(args.bpm, 0.0, 1.0, "given")
+        return Tempo(args.bpm, estimate_first_beat(mono, OUTPUT_RATE, args.bpm), 1.0, "given BPM, estimated first beat")
     try:
         estimate = estimate_tempo(mono, OUTPUT_RATE, args.tracker)
     except AudioError as e:

@@ -203,6 +203,10 @@ def test_analyze_prints_the_synthetic_tempo_without_a_model(tmp_path, capsys):
     period = 60 / level.bpm
     assert abs((report["first_beat"] - 0.25 + period / 2) % period - period / 2) < 0.02
 
+    assert infer.main([str(song), "--analyze", "--json", "--bpm", str(level.bpm)]) == 0  # the first beat alone
+    report = json.loads(capsys.readouterr().out)
+    assert report["bpm"] == level.bpm and abs((report["first_beat"] - 0.25 + period / 2) % period - period / 2) < 0.02
+
 
 @needs_shared
 def test_tempo_on_real_songs_meets_the_targets():

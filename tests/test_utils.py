@@ -1,9 +1,9 @@
-"""utils.py: arcs/chains folded into plain notes, and the 48-PPQ grid."""
+"""utils.py: arcs/chains folded into plain notes, the 48-PPQ grid, playability repairs."""
 
 import pytest
 
-from maps import Arc, Chain, Difficulty, Note
-from utils import grid_fit, plain_notes, snap_ticks
+from maps import DOT, Arc, Chain, Difficulty, Note
+from utils import grid_fit, plain_notes, playable, snap_ticks, synth_level
 
 
 def _difficulty(notes=(), arcs=(), chains=()) -> Difficulty:
@@ -46,3 +46,43 @@ def test_snap_and_grid_fit():
     half_tick = 1 / 96  # 1/32 beat lands between ticks
     off = grid_fit([0, 3 * half_tick])
     assert off.max_ticks == pytest.approx(0.5) and off.off_share == 0.5 and off.mean_ticks == pytest.approx(0.25)
+
+
+def test_playable_repairs_each_problem_once_and_counts_it():
+    bpm = 120.0  # 1.5 s = beat 3
+    notes = [
+        Note(2.0, 0, 0, 0, 1),  # before 1.5 s: dropped
+        Note(4.0, 0, 0, 0, 1),
+        Note(4.0, 0, 0, 0, 1),  # duplicate
+        Note(4.0, 0, 0, 1, 1),  # blue in the red note's cell at the same time: collision
+        Note(4.0, 1, 1, 0, 0),  # red stacked with the red down arrow, pointing up: unified to down
+        Note(4.0, 1, 0, 0, DOT),  # a dot in the stack stays a dot
+        Note(5.0, 0, 0, 0, 1),  # red down again right after red down: flipped up
+        Note(6.0, 3, 0, 1, 1),  # blue's first swing
+        Note(6.5, 3, 0, 1, DOT),  # a dot: blue's backhand
+        Note(7.0, 3, 0, 1, 1),  # then down again is fine
+    ]
+    kept, repairs = playable(notes, bpm)
+    assert dict(repairs) == {
+        "early notes dropped": 1,
+        "duplicates removed": 1,
+        "cell collisions resolved": 1,
+        "stack directions unified": 1,
+        "parity flips": 1,
+    }
+    assert kept == [
+        Note(4.0, 0, 0, 0, 1),
+        Note(4.0, 1, 0, 0, DOT),
+        Note(4.0, 1, 1, 0, 1),
+        Note(5.0, 0, 0, 0, 0),
+        Note(6.0, 3, 0, 1, 1),
+        Note(6.5, 3, 0, 1, DOT),
+        Note(7.0, 3, 0, 1, 1),
+    ]
+
+
+def test_playable_leaves_a_clean_map_alone():
+    _, level = synth_level(2, bars=8)
+    for diff in level.difficulties:
+        kept, repairs = playable(diff.notes, level.bpm)
+        assert kept == sorted(diff.notes) and sum(repairs.values()) == 0

@@ -1,0 +1,142 @@
+"""Benchmark: inference seconds per minute of audio.
+
+    python tests/bench_infer.py [--skip-real] [--device cuda]
+
+Rows: the tiny model end to end through infer.py (CPU, untrained, temperature 1 so it
+writes notes); the real Qwen3-0.6B architecture (random init, bf16) decoding one
+64-beat chunk (120 BPM: 32 s of audio, 4,805 prompt tokens, 321 note tokens = 160 notes,
+an Expert density), extrapolated to a minute and to a 3-minute song; with --device cuda,
+a 3-minute song end to end through infer.py with the real architecture. Random weights
+everywhere (no download): speed does not depend on them, except that the number of
+generated tokens is pinned for the real-size rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import sys
+import tempfile
+import time
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import infer  # noqa: E402
+import train  # noqa: E402
+from audio import create_audio_tokenizer  # noqa: E402
+from data import CODEBOOK_SIZE, NoteGrammar, build_tokenizer, prompt_tokens  # noqa: E402
+from utils import SYNTH_BPMS, synth_level  # noqa: E402
+
+CHUNK_BEATS, BPM, NOTE_TOKENS = 64, 120.0, 321
+
+
+def checkpoint(folder: Path, config: dict, dtype: torch.dtype) -> Path:
+    """A train.py-shaped output dir holding a randomly initialised Qwen3 of this config."""
+    from transformers import AutoModelForCausalLM, Qwen3Config
+
+    model = AutoModelForCausalLM.from_config(Qwen3Config(**config), dtype=dtype)
+    model.save_pretrained(folder)
+    build_tokenizer().save_pretrained(folder)
+    args = train.parse_args(["--data", "-", "--codec-weights", "random", "--chunk-beats", str(CHUNK_BEATS)])
+    info = train.checkpoint_info(args, create_audio_tokenizer(weights="random", device="cpu"), {})
+    (folder / "automapper.json").write_text(json.dumps(info))
+    return folder
+
+
+def song_file(folder: Path, seconds: float) -> tuple[Path, float]:
+    """A synthetic song of about this length at 120 BPM: (path, its seconds)."""
+    index = SYNTH_BPMS.index(BPM)
+    files, _ = synth_level(index, bars=max(1, round(seconds * BPM / 60 / 4)) - 2)
+    path = folder / "song.ogg"
+    path.write_bytes(files["song.egg"])
+    import soundfile as sf
+
+    return path, sf.info(path).duration
+
+
+def end_to_end(model_dir: Path, song: Path, device: str, *extra: str) -> float:
+    """Seconds infer.py takes for the song, imports and model loading included."""
+    start = time.perf_counter()
+    with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+        status = infer.main(
+            [str(song), "--model", str(model_dir), "--bpm", str(BPM), "--offset", "0", "--device", device]
+            + ["--temperature", "1", "--output", str(song.with_suffix(".zip")), *extra]
+        )
+    assert status == 0, "infer.py failed"
+    return time.perf_counter() - start
+
+
+@torch.inference_mode()
+def real_chunk(device: str) -> tuple[float, float]:
+    """(prefill seconds, decode seconds) of one 64-beat chunk with the real architecture in bf16."""
+    from transformers import AutoModelForCausalLM, Qwen3Config
+
+    model = AutoModelForCausalLM.from_config(Qwen3Config(**train.QWEN3_06B), dtype=torch.bfloat16).to(device).eval()
+    frames = round(CHUNK_BEATS * 60 / BPM * 75)
+    codes = np.random.default_rng(0).integers(0, CODEBOOK_SIZE, (frames, 2))
+    prompt = torch.from_numpy(prompt_tokens(codes, "Expert"))[None].to(device)
+    timings = []
+    for new_tokens in (1, NOTE_TOKENS):
+        grammar = NoteGrammar(prompt.shape[1], [CHUNK_BEATS * 48])
+        start = time.perf_counter()
+        model.generate(
+            input_ids=prompt,
+            attention_mask=torch.ones_like(prompt),
+            logits_processor=[grammar],
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=0,
+        )
+        if device == "cuda":
+            torch.cuda.synchronize()
+        timings.append(time.perf_counter() - start)
+    return timings[0], timings[1] - timings[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--skip-real", action="store_true", help="only the tiny model")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        tiny = checkpoint(tmp / "tiny", train.TINY, torch.float32)
+        song, seconds = song_file(tmp, 60)
+        end_to_end(tiny, song, "cpu")  # warm: imports, codec
+        took = end_to_end(tiny, song, "cpu")
+        rows.append(("tiny Qwen3, end to end", "cpu", f"{seconds:.0f} s song", took * 60 / seconds))
+        if not args.skip_real:
+            prefill, decode = real_chunk(args.device)
+            chunk_seconds = CHUNK_BEATS * 60 / BPM
+            per_minute = (prefill + decode) * 60 / chunk_seconds
+            rows.append(
+                (
+                    f"Qwen3-0.6B bf16, 1 chunk (prefill {prefill:.1f} s, decode {decode:.1f} s)",
+                    args.device,
+                    f"x{60 / chunk_seconds:.2f}",
+                    per_minute,
+                )
+            )
+            print(f"3-minute song at this rate: {per_minute * 3:.0f} s ({math.ceil(180 / chunk_seconds)} chunks)")
+        if args.device == "cuda" and not args.skip_real:
+            real = checkpoint(tmp / "real", train.QWEN3_06B, torch.bfloat16)
+            song, seconds = song_file(tmp, 180)
+            end_to_end(real, song, "cuda")
+            took = end_to_end(real, song, "cuda")
+            rows.append(("Qwen3-0.6B bf16, end to end", "cuda", f"{seconds:.0f} s song", took * 60 / seconds))
+    print(f"{'what':70s} {'device':6s} {'basis':12s} {'s per audio minute':>18s}")
+    for what, device, basis, value in rows:
+        print(f"{what:70s} {device:6s} {basis:12s} {value:18.1f}")
+
+
+if __name__ == "__main__":
+    main()
