@@ -74,11 +74,11 @@ def end_to_end(model_dir: Path, song: Path, device: str, *extra: str) -> float:
 
 
 @torch.inference_mode()
-def real_chunk(device: str) -> tuple[float, float]:
-    """(prefill seconds, decode seconds) of one 64-beat chunk with the real architecture in bf16."""
+def real_chunk(device: str, dtype: torch.dtype) -> tuple[float, float]:
+    """(prefill seconds, decode seconds) of one 64-beat chunk with the real architecture."""
     from transformers import AutoModelForCausalLM, Qwen3Config
 
-    model = AutoModelForCausalLM.from_config(Qwen3Config(**train.QWEN3_06B), dtype=torch.bfloat16).to(device).eval()
+    model = AutoModelForCausalLM.from_config(Qwen3Config(**train.QWEN3_06B), dtype=dtype).to(device).eval()
     frames = round(CHUNK_BEATS * 60 / BPM * 75)
     codes = np.random.default_rng(0).integers(0, CODEBOOK_SIZE, (frames, 2))
     prompt = torch.from_numpy(prompt_tokens(codes, "Expert"))[None].to(device)
@@ -105,6 +105,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--skip-real", action="store_true", help="only the tiny model")
+    parser.add_argument(
+        "--real-dtype",
+        nargs="+",
+        default=["bfloat16", "float32"],
+        choices=("bfloat16", "float32"),
+        help="dtypes of the real-size one-chunk rows (infer.py uses float32 on CPU, bfloat16 on CUDA)",
+    )
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
