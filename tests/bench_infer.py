@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import math
 import sys
 import tempfile
 import time
@@ -121,19 +120,13 @@ def main() -> None:
         end_to_end(tiny, song, "cpu")  # warm: imports, codec
         took = end_to_end(tiny, song, "cpu")
         rows.append(("tiny Qwen3, end to end", "cpu", f"{seconds:.0f} s song", took * 60 / seconds))
-        if not args.skip_real:
-            prefill, decode = real_chunk(args.device)
+        for dtype in [] if args.skip_real else args.real_dtype:
+            prefill, decode = real_chunk(args.device, getattr(torch, dtype))
             chunk_seconds = CHUNK_BEATS * 60 / BPM
             per_minute = (prefill + decode) * 60 / chunk_seconds
-            rows.append(
-                (
-                    f"Qwen3-0.6B bf16, 1 chunk (prefill {prefill:.1f} s, decode {decode:.1f} s)",
-                    args.device,
-                    f"x{60 / chunk_seconds:.2f}",
-                    per_minute,
-                )
-            )
-            print(f"3-minute song at this rate: {per_minute * 3:.0f} s ({math.ceil(180 / chunk_seconds)} chunks)")
+            what = f"Qwen3-0.6B {dtype}, 1 chunk (prefill {prefill:.1f} s, decode {decode:.1f} s)"
+            rows.append((what, args.device, f"x{60 / chunk_seconds:.2f}", per_minute))
+            print(f"{dtype}: a 3-minute song at this rate takes {per_minute * 3:.0f} s")
         if args.device == "cuda" and not args.skip_real:
             real = checkpoint(tmp / "real", train.QWEN3_06B, torch.bfloat16)
             song, seconds = song_file(tmp, 180)
