@@ -292,6 +292,9 @@ def _run(server, out, *extra) -> subprocess.Popen:
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        # a test run started in the background inherits an ignored SIGINT, and Python then never
+        # raises KeyboardInterrupt: give the child the default, as a terminal would
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
