@@ -32,6 +32,10 @@ class AudioError(Exception):
     """A song that cannot be used; the message is one line naming the file and the problem."""
 
 
+def _resampled(samples: np.ndarray, sample_rate: int, target_rate: int) -> np.ndarray:
+    return soxr.resample(samples, sample_rate, target_rate) if sample_rate != target_rate else samples
+
+
 def load_audio(
     source: str | os.PathLike | bytes, sample_rate: int, name: str | None = None, mono: bool = True
 ) -> np.ndarray:
@@ -49,9 +53,7 @@ def load_audio(
         raise AudioError(f"{name}: no audio samples")
     if not np.isfinite(data).all() or np.abs(data).max() < SILENCE_PEAK:
         raise AudioError(f"{name}: audio is silent or not finite")
-    if rate != sample_rate:
-        data = soxr.resample(data, rate, sample_rate)
-    return np.ascontiguousarray(data, dtype=np.float32)
+    return np.ascontiguousarray(_resampled(data, rate, sample_rate), dtype=np.float32)
 
 
 def song_tags(path: str | os.PathLike) -> tuple[str, str]:
@@ -211,30 +213,29 @@ def available_tracker() -> str:
     return "essentia"
 
 
-def _tracked_beats(samples: np.ndarray, sample_rate: int, tracker: str) -> np.ndarray:
-    """samples: [n] mono -> beat times in seconds: [beats] float, from the tracker."""
+def _tracked_beats(samples: np.ndarray, sample_rate: int, onset_audio: np.ndarray, tracker: str) -> np.ndarray:
+    """samples: [n] mono, onset_audio: the same at ONSET_RATE -> beat times in seconds: [beats] float."""
     if tracker == "essentia":
         import essentia
 
         essentia.log.infoActive = essentia.log.warningActive = False
         import essentia.standard as es
 
-        y = soxr.resample(samples, sample_rate, 44100) if sample_rate != 44100 else samples
-        _, beats, *_ = es.RhythmExtractor2013(method="multifeature")(np.ascontiguousarray(y, dtype=np.float32))
+        y = np.ascontiguousarray(_resampled(samples, sample_rate, 44100), dtype=np.float32)
+        _, beats, *_ = es.RhythmExtractor2013(method="multifeature")(y)
         return np.asarray(beats, dtype=np.float64)
     import librosa
 
-    y = soxr.resample(samples, sample_rate, ONSET_RATE) if sample_rate != ONSET_RATE else samples
-    _, beats = librosa.beat.beat_track(y=y, sr=ONSET_RATE, units="time")
+    _, beats = librosa.beat.beat_track(y=onset_audio, sr=ONSET_RATE, units="time")
     return np.asarray(beats, dtype=np.float64)
 
 
-def _onset_envelope(samples: np.ndarray, sample_rate: int) -> np.ndarray:
-    """samples: [n] mono -> onset strength minus its local mean: [frames] float, ONSET_RATE / ONSET_HOP per second."""
+def _onset_envelope(onset_audio: np.ndarray) -> np.ndarray:
+    """onset_audio: [n] mono at ONSET_RATE -> onset strength minus its local mean: [frames] float,
+    ONSET_RATE / ONSET_HOP per second."""
     import librosa
 
-    y = soxr.resample(samples, sample_rate, ONSET_RATE) if sample_rate != ONSET_RATE else samples
-    envelope = librosa.onset.onset_strength(y=y, sr=ONSET_RATE, hop_length=ONSET_HOP, n_fft=1024)
+    envelope = librosa.onset.onset_strength(y=onset_audio, sr=ONSET_RATE, hop_length=ONSET_HOP, n_fft=1024)
     return envelope - np.convolve(envelope, np.ones(LOCAL_MEAN_FRAMES) / LOCAL_MEAN_FRAMES, mode="same")
 
 
@@ -260,7 +261,7 @@ def _first_beat(envelope: np.ndarray, bpm: float) -> float:
 
 def estimate_first_beat(samples: np.ndarray, sample_rate: int, bpm: float) -> float:
     """samples: [n] mono float, its known tempo -> seconds of its first beat, in [0, 60 / bpm)."""
-    return _first_beat(_onset_envelope(samples, sample_rate), bpm)
+    return _first_beat(_onset_envelope(_resampled(samples, sample_rate, ONSET_RATE)), bpm)
 
 
 def estimate_tempo(samples: np.ndarray, sample_rate: int, tracker: str | None = None) -> Tempo:
@@ -272,11 +273,12 @@ def estimate_tempo(samples: np.ndarray, sample_rate: int, tracker: str | None = 
     error. The first beat is the fold's peak phase.
     """
     tracker = tracker or available_tracker()
-    beats = _tracked_beats(samples, sample_rate, tracker)
+    onset_audio = _resampled(samples, sample_rate, ONSET_RATE)  # [n * ONSET_RATE / sample_rate] mono
+    beats = _tracked_beats(samples, sample_rate, onset_audio, tracker)
     duration = samples.size / sample_rate
     if beats.size < 2:
         raise AudioError(f"no beat found in {duration:.1f} s of audio: pass --bpm and --offset")
-    envelope = _onset_envelope(samples, sample_rate)
+    envelope = _onset_envelope(onset_audio)
     bpm = _best_bpm(envelope, 60 / float(np.median(np.diff(beats))), COARSE_SPAN, COARSE_STEPS)
     bpm = _best_bpm(envelope, bpm, FINE_SPAN, FINE_STEPS)
     first_beat = _first_beat(envelope, bpm)

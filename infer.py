@@ -147,11 +147,10 @@ def load_checkpoint(path: str, device: torch.device, dtype: str):
         )
     from transformers import AutoModelForCausalLM
 
-    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(dtype)
-    if torch_dtype is None:
-        torch_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype == "auto":
+        dtype = "bfloat16" if device.type == "cuda" else "float32"
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
     except OSError as e:
         raise UsageError(f"{path}: cannot load the model ({str(e).splitlines()[0]})") from None
     return model.to(device).eval(), info
@@ -250,9 +249,11 @@ def run(args: argparse.Namespace) -> int:
     period = 60 / tempo.bpm
     pad = round((period - tempo.first_beat % period) % period * OUTPUT_RATE)
     pad = 0 if pad >= round(period * OUTPUT_RATE) else pad
-    padded = np.concatenate([np.zeros((pad, song.shape[1]), dtype=song.dtype), song])
-    samples = soxr.resample(padded.mean(axis=1), OUTPUT_RATE, tokenizer.sample_rate)
-    codes = tokenizer.encode(samples[None])  # [frames, 2] int16, 75 frames/s, beat 0 at frame 0
+    padded = np.concatenate([np.zeros((pad, song.shape[1]), dtype=song.dtype), song])  # [n + pad, channels]
+    mono_padded = np.concatenate([np.zeros(pad, dtype=mono.dtype), mono])
+    codes = tokenizer.encode(
+        soxr.resample(mono_padded, OUTPUT_RATE, tokenizer.sample_rate)[None]
+    )  # [frames, 2] int16, 75 frames/s, beat 0 at frame 0
     notes = level_notes(model, codes, info, tempo.bpm, args.difficulty, args.batch_size, sampling_options(args))
 
     for name in args.difficulty:
