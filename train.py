@@ -356,6 +356,13 @@ def checkpoint_info(args: argparse.Namespace, codec, data: dict) -> dict:
     }
 
 
+def save_inference_files(output_dir: str | Path, info: dict) -> None:
+    """Beside a saved model: the token-space tokenizer (so from_pretrained works) and automapper.json (info)."""
+    build_tokenizer().save_pretrained(output_dir)
+    with atomic_file(Path(output_dir) / "automapper.json") as out:
+        out.write(json.dumps(info, indent=2).encode())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -386,9 +393,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
         raise
     trainer.save_model(args.output_dir)
-    build_tokenizer().save_pretrained(args.output_dir)
-    with atomic_file(Path(args.output_dir) / "automapper.json") as out:
-        out.write(json.dumps(checkpoint_info(args, info["codec"], info["data"]), indent=2).encode())
+    save_inference_files(args.output_dir, checkpoint_info(args, info["codec"], info["data"]))
     print(f"saved model, tokenizer and automapper.json to {args.output_dir}")
     return 0
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import infer  # noqa: E402
 import train  # noqa: E402
 from audio import create_audio_tokenizer  # noqa: E402
-from data import CODEBOOK_SIZE, NoteGrammar, build_tokenizer, prompt_tokens  # noqa: E402
+from data import CODEBOOK_SIZE, NoteGrammar, prompt_tokens  # noqa: E402
 from utils import SYNTH_BPMS, synth_level  # noqa: E402
 
 CHUNK_BEATS, BPM, NOTE_TOKENS = 64, 120.0, 321
@@ -42,10 +41,10 @@ def checkpoint(folder: Path, config: dict, dtype: torch.dtype) -> Path:
 
     model = AutoModelForCausalLM.from_config(Qwen3Config(**config), dtype=dtype)
     model.save_pretrained(folder)
-    build_tokenizer().save_pretrained(folder)
     args = train.parse_args(["--data", "-", "--codec-weights", "random", "--chunk-beats", str(CHUNK_BEATS)])
-    info = train.checkpoint_info(args, create_audio_tokenizer(weights="random", device="cpu"), {})
-    (folder / "automapper.json").write_text(json.dumps(info))
+    train.save_inference_files(
+        folder, train.checkpoint_info(args, create_audio_tokenizer(weights="random", device="cpu"), {})
+    )
     return folder
 
 

@@ -14,8 +14,8 @@ import infer
 import train
 from audio import create_audio_tokenizer, estimate_tempo, load_audio, ogg_vorbis
 from conftest import SHARED_MAPS, needs_shared
-from data import EOS, NOTE, NoteGrammar, build_tokenizer, generated_notes, note_tokens_error
-from maps import MapError, load_level
+from data import EOS, NOTE, NoteGrammar, generated_notes, note_tokens_error
+from maps import MapError, Note, load_level
 from utils import synth_level, write_zip
 
 CHUNK_BEATS = 8
@@ -33,9 +33,7 @@ def _synth_song(tmp_path, index: int, bars: int, lead_silence: float = 0.0):
 
 def _save_checkpoint(args, model, codec_info: dict, data: dict):
     model.save_pretrained(args.output_dir)
-    build_tokenizer().save_pretrained(args.output_dir)
-    info = train.checkpoint_info(args, codec_info, data)
-    (args.output_dir / "automapper.json").write_text(json.dumps(info))
+    train.save_inference_files(args.output_dir, train.checkpoint_info(args, codec_info, data))
 
 
 def _args(tmp_path, *extra: str):
@@ -117,8 +115,6 @@ def test_grammar_keeps_sampling_from_random_logits_valid(seed):
 
 
 def infer_notes(chunk_notes):
-    from maps import Note
-
     return [Note(tick / 48, x, y, c, d) for tick, x, y, c, d in chunk_notes]
 
 
