@@ -8,6 +8,7 @@ tests and demos run with no download.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
@@ -135,10 +136,11 @@ def create_audio_tokenizer(
 ) -> AudioTokenizer:
     """Encodec 24 kHz from the hub cache or a local directory, or weights="random" for tests.
 
-    The random mode builds the real architecture with seeded random weights and
-    codebooks drawn from its own encoder's output statistics, so music yields many
-    distinct codes (zero or unfitted codebooks collapse everything to one code). Its id
-    differs from the real one, so its tokens never mix with real ones in a cache.
+    The random mode builds the real architecture with seeded random weights and codebooks
+    fitted by k-means to its own encoder's output on varied calibration audio, so music
+    yields many distinct codes and drum hits get codes of their own (zero or unfitted
+    codebooks collapse everything to a few codes). Its id differs from the real one, so
+    its tokens never mix with real ones in a cache.
     """
     from transformers import EncodecConfig, EncodecModel
 
@@ -149,11 +151,9 @@ def create_audio_tokenizer(
             "audio meaning. Use the pretrained weights for real training and inference.",
             file=sys.stderr,
         )
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            model = EncodecModel(EncodecConfig())
-            _fit_random_codebooks(model, bandwidth, seed)
-        return AudioTokenizer(model, bandwidth, device, f"encodec24k-random-seed{seed}")
+        model = EncodecModel(EncodecConfig())
+        model.load_state_dict(_random_encodec_state(bandwidth, seed))
+        return AudioTokenizer(model, bandwidth, device, f"encodec24k-random-kmeans-seed{seed}")
     try:
         model = EncodecModel.from_pretrained(weights)
     except OSError as e:
@@ -166,21 +166,83 @@ def create_audio_tokenizer(
     return AudioTokenizer(model, bandwidth, device, f"encodec24k-{name}")
 
 
+CALIBRATION_SECONDS = 48  # varied sound the random codebooks are fitted to: ~3,600 frames for 1,024 codes
+KMEANS_ITERATIONS = 12
+
+
+def _calibration_audio(rate: int, rng: np.random.Generator) -> torch.Tensor:
+    """[CALIBRATION_SECONDS * rate] float: what music is made of, so that the codes tell its parts apart.
+
+    Chords whose pitches change every 0.25-2 s, under hits of several timbres (pitch-swept
+    kicks, noise snares, short bright ticks, tonal toms) at irregular times and loudness,
+    with silent gaps; every sound's level varies over about 30 dB.
+    """
+    n = CALIBRATION_SECONDS * rate
+    song = np.zeros(n)
+    start = 0
+    while start < n:
+        length = int(rng.uniform(0.25, 2.0) * rate)
+        t = np.arange(min(length, n - start)) / rate
+        if rng.random() > 0.15:  # else a silent gap
+            for f in 55 * 2 ** rng.uniform(0, 5, rng.integers(1, 4)):
+                song[start : start + t.size] += rng.uniform(0.02, 0.3) * np.sin(2 * np.pi * f * t)
+        start += length
+    for hit in np.sort(rng.uniform(0, CALIBRATION_SECONDS, CALIBRATION_SECONDS * 6)):
+        decay, level = rng.uniform(8, 80), 10 ** rng.uniform(-1.5, 0)
+        t = np.arange(int(rate * min(0.4, 6 / decay))) / rate
+        kind = rng.integers(4)
+        if kind == 0:  # kick: a falling sine
+            wave = np.sin(2 * np.pi * np.cumsum(40 + rng.uniform(40, 120) * np.exp(-t * 30)) / rate)
+        elif kind == 1:  # snare: noise plus a tone
+            wave = rng.standard_normal(t.size) + np.sin(2 * np.pi * rng.uniform(150, 300) * t)
+        elif kind == 2:  # hat: differentiated noise, bright
+            wave = np.diff(rng.standard_normal(t.size + 1))
+        else:  # tom or pluck
+            wave = np.sin(2 * np.pi * rng.uniform(80, 900) * t)
+        first = int(hit * rate)
+        piece = (level * wave * np.exp(-t * decay))[: n - first]
+        song[first : first + piece.size] += piece
+    return torch.from_numpy(0.9 * song / np.abs(song).max()).float()
+
+
+def _kmeans(points: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """points: [n, dim] -> [k, dim] centroids (Lloyd's algorithm from k distinct points; n >= k)."""
+    centroids = points[torch.randperm(len(points), generator=generator)[:k]].clone()
+    for _ in range(KMEANS_ITERATIONS):
+        nearest = torch.cdist(points, centroids).argmin(1)  # [n] centroid index
+        counts = torch.bincount(nearest, minlength=k)
+        sums = torch.zeros_like(centroids).index_add_(0, nearest, points)
+        filled = counts > 0
+        centroids[filled] = sums[filled] / counts[filled, None]
+    return centroids
+
+
+@functools.lru_cache(maxsize=4)
+def _random_encodec_state(bandwidth: float, seed: int) -> dict[str, torch.Tensor]:
+    """The random test mode's weights, fitted once per process (a few seconds of encoding)."""
+    from transformers import EncodecConfig, EncodecModel
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = EncodecModel(EncodecConfig())
+    _fit_random_codebooks(model, bandwidth, seed)
+    return model.state_dict()
+
+
 @torch.inference_mode()
 def _fit_random_codebooks(model, bandwidth: float, seed: int) -> None:
-    """Fill each used codebook with Gaussian draws matching the statistics of what it quantizes."""
+    """Fit each used codebook by k-means to what it quantizes on varied calibration audio.
+
+    Codebooks drawn at random around the embeddings' mean put most frames of any song on
+    a handful of codes, so drum hits and the sound between them often share a code; centroids
+    of real embeddings follow what the encoder tells apart.
+    """
     generator = torch.Generator().manual_seed(seed)
-    rate = model.config.sampling_rate
-    # calibration: 8 s of tones, gated noise and clicks, music-like enough to spread the codes
-    t = torch.arange(8 * rate) / rate
-    tones = sum(a * torch.sin(2 * math.pi * f * t) for f, a in ((110, 0.3), (220, 0.2), (440, 0.1), (987, 0.05)))
-    gated_noise = 0.1 * torch.randn(t.numel(), generator=generator) * (torch.sin(2 * math.pi * 2 * t) > 0)
-    clicks = (torch.remainder(t, 0.25) < 0.002).float() * 0.5
-    residual = model.encoder((tones + gated_noise + clicks).view(1, 1, -1))[0].T  # [frames, 128]
+    audio = _calibration_audio(model.config.sampling_rate, np.random.default_rng(seed))
+    residual = model.encoder(audio.view(1, 1, -1))[0].T  # [frames, 128] embeddings, 75 frames/s
     for layer in model.quantizer.layers[: model.quantizer.get_num_quantizers_for_bandwidth(bandwidth)]:
         book = layer.codebook
-        draws = torch.randn(book.embed.shape, generator=generator)  # [1024, 128]
-        book.embed.copy_(residual.mean(0) + residual.std(0) * draws)
+        book.embed.copy_(_kmeans(residual, book.embed.shape[0], generator))
         residual = residual - book.embed[book.encode(residual[None])[0]]
 
 

@@ -68,7 +68,7 @@ def test_load_audio_errors_name_the_file(tmp_path):
 
 def test_tokenizer_shape_facts(tokenizer):
     assert (tokenizer.sample_rate, tokenizer.frame_rate, tokenizer.n_codebooks) == (24000, 75.0, 2)
-    assert tokenizer.id == "encodec24k-random-seed0@1.5kbps"
+    assert tokenizer.id == "encodec24k-random-kmeans-seed0@1.5kbps"
     for samples in (1, 319, 320, 321, 24000, 24001):
         codes = tokenizer.encode(np.full((1, samples), 0.1, np.float32))
         assert codes.shape == (-(-samples // 320), 2), samples
