@@ -16,6 +16,7 @@ import importlib.util
 import json
 import math
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def _unsloth():
 UNSLOTH = _unsloth()
 
 import datasets  # noqa: E402
-from transformers import AutoModelForCausalLM, Qwen3Config, Trainer, TrainerCallback  # noqa: E402
+from transformers import AutoModelForCausalLM, Qwen3Config, TrainerCallback  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 from audio import ENCODEC_WEIGHTS, AudioError, create_audio_tokenizer  # noqa: E402
@@ -73,6 +74,8 @@ TINY = dict(
     max_position_embeddings=40_960,
     tie_word_embeddings=True,
 )
+# a few-million-parameter Qwen3 for the learnability benchmark and CPU experiments
+SMALL = TINY | dict(hidden_size=192, intermediate_size=576, num_hidden_layers=4, num_attention_heads=4, head_dim=48)
 EXIT_USAGE = 2
 # TRL computes the loss through a fused, tiled LM head (no [tokens, 151936] logits) with Triton kernels: CUDA only
 FUSED_LM_HEAD = torch.cuda.is_available() and importlib.util.find_spec("triton") is not None
@@ -92,6 +95,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-steps", type=int, default=-1, help="optimizer steps; -1 trains for --epochs")
     p.add_argument("--epochs", type=float, default=3.0, help="passes over the data when --max-steps is -1")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output-dir")
+    p.add_argument("--max-minutes", type=float, help="stop training (and save) after this many minutes")
     model = p.add_argument_group("model")
     model.add_argument("--model", default="unsloth/Qwen3-0.6B-Base", help="hub id or local directory")
     model.add_argument(
@@ -101,6 +105,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="scratch: Qwen3-0.6B's architecture with random weights (no download)",
     )
     model.add_argument("--tiny", action="store_true", help="a 2-layer Qwen3 with a small vocabulary (tests, demo)")
+    model.add_argument(
+        "--small", action="store_true", help="a 4-layer, ~5M-parameter Qwen3 (learnability benchmark, CPU experiments)"
+    )
     model.add_argument(
         "--load-in-4bit",
         action=argparse.BooleanOptionalAction,
@@ -145,9 +152,10 @@ def load_model(args: argparse.Namespace) -> tuple[torch.nn.Module, str]:
     """(model, a line saying which path loads it). The vocabulary stays Qwen3's for real models."""
     cuda = torch.cuda.is_available()
     dtype = torch.bfloat16 if _bf16(args) else torch.float32
-    if args.tiny:
+    if args.tiny or args.small:
         torch.manual_seed(args.seed)
-        return AutoModelForCausalLM.from_config(Qwen3Config(**TINY), dtype=dtype), f"{base_model(args)}, transformers"
+        config = Qwen3Config(**(TINY if args.tiny else SMALL))
+        return AutoModelForCausalLM.from_config(config, dtype=dtype), f"{base_model(args)}, transformers"
     source = args.model
     if args.init == "scratch":
         source = scratch_model_dir(args)
@@ -167,8 +175,8 @@ def load_model(args: argparse.Namespace) -> tuple[torch.nn.Module, str]:
 
 def base_model(args: argparse.Namespace) -> str:
     """What the weights start from, in words."""
-    if args.tiny:
-        return "tiny Qwen3"
+    if args.tiny or args.small:
+        return "tiny Qwen3" if args.tiny else "small Qwen3"
     return args.model if args.init == "pretrained" else "Qwen3-0.6B (scratch)"
 
 
@@ -226,6 +234,21 @@ class IndexedChunks:
         return {"input_ids": [self.beats[i % len(self.beats)]["input_ids"] for i in batch["index"]]}
 
 
+class TimeLimit(TrainerCallback):
+    """Stops training once max_minutes have passed since training began (the model is then saved)."""
+
+    def __init__(self, max_minutes: float):
+        self.seconds = max_minutes * 60
+        self.start = 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if time.monotonic() - self.start > self.seconds:
+            control.should_training_stop = True
+
+
 class EpochCallback(TrainerCallback):
     """Shifts the chunk grid at each epoch (BeatDataset.set_epoch)."""
 
@@ -279,22 +302,27 @@ def build_datasets(args: argparse.Namespace) -> tuple[BeatDataset, BeatDataset |
 class NoteTrainer(SFTTrainer):
     """SFTTrainer that also trains where TRL's Triton loss kernels cannot run (CPU).
 
-    There the loss is the model's own shifted cross-entropy over the labelled tokens
-    (notes and EOS), and mean_token_accuracy is logged over the same tokens, as TRL does.
+    There the loss is the shifted cross-entropy over the labelled tokens (notes and EOS),
+    with the LM head applied at those positions only, and mean_token_accuracy is logged
+    over the same tokens, as TRL does.
     """
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if FUSED_LM_HEAD:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        inputs["use_cache"] = False
-        loss, outputs = Trainer.compute_loss(self, model, inputs, True, num_items_in_batch)
-        # labels: [batch, n]; the prediction for token t is the logits at t - 1
-        labels = inputs["labels"][:, 1:]
-        mask = labels != -100
-        correct = ((outputs.logits[:, :-1].argmax(-1) == labels) & mask).sum()
+        # hidden: [batch, n, hidden]; the prediction for token t is made at t - 1
+        hidden = model.get_decoder()(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])[0]
+        targets = inputs["labels"][:, 1:]
+        mask = targets != -100
+        # logits only where a label is: [labelled tokens, vocab] (audio positions are ~95% of a sequence)
+        logits = model.get_output_embeddings()(hidden[:, :-1][mask]).float()
+        labelled = targets[mask]
+        loss = torch.nn.functional.cross_entropy(logits, labelled, reduction="sum")
+        loss = loss / (num_items_in_batch if num_items_in_batch is not None else max(len(labelled), 1))
         mode = "train" if model.training else "eval"
-        self._metrics[mode]["mean_token_accuracy"].append(correct.item() / max(mask.sum().item(), 1))
-        return (loss, outputs) if return_outputs else loss
+        correct = (logits.argmax(-1) == labelled).sum().item()
+        self._metrics[mode]["mean_token_accuracy"].append(correct / max(len(labelled), 1))
+        return (loss, {"logits": logits}) if return_outputs else loss
 
 
 def build_trainer(args, model, train: BeatDataset, val: BeatDataset | None) -> SFTTrainer:
@@ -325,6 +353,7 @@ def build_trainer(args, model, train: BeatDataset, val: BeatDataset | None) -> S
         dataset_kwargs={"skip_prepare_dataset": True},
         remove_unused_columns=False,
         max_length=None,
+        prediction_loss_only=True,
     )
     return NoteTrainer(
         model=model,
@@ -333,7 +362,7 @@ def build_trainer(args, model, train: BeatDataset, val: BeatDataset | None) -> S
         eval_dataset=IndexedChunks(val).dataset if val is not None else None,
         data_collator=audio_masking_collator,
         processing_class=build_tokenizer(),
-        callbacks=[EpochCallback(train)],
+        callbacks=[EpochCallback(train)] + ([TimeLimit(args.max_minutes)] if args.max_minutes else []),
     )
 
 

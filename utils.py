@@ -615,7 +615,7 @@ def _hard_hits(rng: np.random.Generator, bars: int) -> list[tuple[float, str]]:
         start = bar * BEATS_PER_BAR
         section_bar = (bar - LEAD_IN_BARS) % SECTION_BARS
         if bar >= LEAD_IN_BARS and section_bar == 0:
-            style = str(rng.choice(SECTION_STYLES, p=[0.1, 0.2, 0.25, 0.2, 0.1, 0.15]))
+            style = str(rng.choice(SECTION_STYLES, p=[0.15, 0.2, 0.15, 0.2, 0.15, 0.15]))
         if bar >= LEAD_IN_BARS:
             hits += [(start + b, kind) for b, kind in _bar_lead(style, rng, section_bar == SECTION_BARS - 1)]
         step = 0.25 if style == "dense" else 0.5
@@ -650,12 +650,9 @@ def _render_hard(hits: list[tuple[float, str]], bpm: float, beats: int, rng: np.
 
 
 def _hard_notes(hits: list[tuple[float, str]], expert: bool, rng: np.random.Generator) -> list[Note]:
-    """Notes on lead hits: Expert every one, Normal only those on whole beats (no fills, off-beats
-    or triplets); hands alternate, each hand swinging down, up, down...; Expert puts both hands on
-    some kicks on a bar's downbeat."""
-    beats = sorted({b for b, kind in hits if kind in LEAD})
-    if not expert:
-        beats = [b for b in beats if b == int(b)]
+    """Notes on lead hits: Expert every one, Normal only the kicks on whole beats; hands alternate,
+    each hand swinging down, up, down...; Expert puts both hands on some kicks on a bar's downbeat."""
+    beats = sorted({b for b, kind in hits if kind in LEAD and (expert or (kind == "kick" and b == int(b)))})
     next_direction = {0: DOWN, 1: DOWN}
     notes, hand = [], 0
     for beat in beats:
@@ -677,7 +674,7 @@ def synth_level(index: int, seed: int = 0, bars: int = 16, hard: bool = False) -
     loop at SYNTH_BPMS[index % 8] with Normal and Expert exactly on the kicks and snares.
     hard: a random tempo in HARD_BPM_RANGE (non-integer now and then), sections of varied
     rhythm (rests, syncopation, triplets, fills, dense runs) and instruments that carry no
-    notes (hats, bass, chords); Expert on every lead hit, Normal on those on whole beats.
+    notes (hats, bass, chords); Expert on every lead hit, Normal on the kicks on whole beats.
     """
     rng = np.random.default_rng([seed, index, 1] if hard else [seed, index])
     total_bars = bars + LEAD_IN_BARS
@@ -834,7 +831,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help=f"the learnability corpus: random tempi {HARD_BPM_RANGE[0]:g}-{HARD_BPM_RANGE[1]:g} BPM, sections of "
         "rests, syncopation, triplets, fills and dense runs, hats/bass/chords that carry no notes; Normal on "
-        "whole beats only",
+        "kicks on whole beats only",
     )
     score = commands.add_parser(
         "score",

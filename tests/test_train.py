@@ -102,11 +102,13 @@ def test_long_sequence_reaches_the_model_whole(tmp_path, cache_dir):
     longest = max(len(dataset[i]["input_ids"]) for i in range(len(dataset)))
     assert longest > 5000
     model, _ = train.load_model(args)
-    seen = []
-    model.register_forward_pre_hook(lambda module, a, kw: seen.append(kw), with_kwargs=True)
+    reached, seen = [], []  # what the transformer layers got; what the loss got
+    model.get_decoder().register_forward_pre_hook(lambda module, a, kw: reached.append(kw), with_kwargs=True)
     trainer = train.build_trainer(args, model, dataset, None)
+    loss = trainer.compute_loss
+    trainer.compute_loss = lambda model, inputs, *a, **k: seen.append(inputs) or loss(model, inputs, *a, **k)
     trainer.train()
-    assert max(kw["input_ids"].shape[1] for kw in seen) == longest  # nothing truncated
+    assert max(kw["input_ids"].shape[1] for kw in reached) == longest  # nothing truncated
     for kw in seen:
         ids, labels = kw["input_ids"][0], kw["labels"][0]
         note = (ids < TIME.stop) | ((ids >= NOTE.start) & (ids < NOTE.stop)) | (ids == EOS)

@@ -1,0 +1,226 @@
+"""Learnability: does the pipeline learn to put notes where the audio has them?
+
+    python tests/bench_learn.py [--train-songs 32] [--held-out 8] [--train-minutes 12]
+
+On CPU, end to end through the project's own entry points: a hard synthetic corpus
+(`utils.py synth --hard`: random tempi 60-200 BPM, rests, syncopation, triplets, fills,
+hats/bass/chords that carry no notes) is split into training songs and held-out songs;
+a small Qwen3 (~5M parameters) trains through train.py for a fixed time with the random
+test codec; infer.py maps every held-out song with its BPM given; the scorecard compares
+each difficulty with the truth. Baselines in the same run: the same model untrained, a
+note on every beat, a note on every onset librosa finds. First, a check that the codec's
+tokens carry the drum hits at all (code changes at note frames, a linear probe fitted on
+training songs and scored on held-out ones).
+
+Target: held-out timing F1 >= 0.9, at least 0.2 above the best baseline; density within
+15% of the truth; Normal sparser than Expert. The last line reads
+`learn: held-out timing F1 F, best baseline B (name), untrained U, density ratio R, minutes M`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import infer  # noqa: E402
+import train  # noqa: E402
+from audio import create_audio_tokenizer, load_audio  # noqa: E402
+from maps import Level, Note, load_level, read_level_file  # noqa: E402
+from utils import MIN_NOTE_SECONDS, onset_seconds, plain_notes, scorecard, write_synth_corpus  # noqa: E402
+
+DIFFICULTIES = ("Normal", "Expert")
+CHUNK_BEATS = 16
+TOLERANCE = 0.04
+
+
+def codec_report(train_zips: list[Path], held_out_zips: list[Path]) -> dict[str, float]:
+    """How well the random codec's codes carry note onsets: code-change rates at note frames vs
+    other frames, and the held-out ROC AUC of a logistic probe on one-hot codes of +-2 frames."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    tokenizer = create_audio_tokenizer(weights="random", device="cpu")
+
+    def frames(path: Path) -> tuple[np.ndarray, np.ndarray]:
+        level = load_level(path)
+        samples = load_audio(read_level_file(path, level.song_filename), tokenizer.sample_rate)
+        codes = tokenizer.encode(samples[None]).astype(np.int64)  # [frames, 2]
+        hit = np.zeros(len(codes), dtype=bool)  # [frames]: a note starts in this frame
+        beats = {n.beat for d in level.difficulties for n in d.notes}
+        hit[[f for f in (round(b * 60 / level.bpm * tokenizer.frame_rate) for b in beats) if f < len(codes)]] = True
+        one_hot = np.zeros((len(codes), 2048), dtype=np.float32)
+        one_hot[np.arange(len(codes)), codes[:, 0]] = one_hot[np.arange(len(codes)), 1024 + codes[:, 1]] = 1
+        context = np.concatenate([np.roll(one_hot, shift, axis=0) for shift in range(-2, 3)], axis=1)
+        changed = np.r_[True, (codes[1:] != codes[:-1]).any(axis=1)]
+        return context, hit, changed
+
+    fit = [frames(p) for p in train_zips]
+    test = [frames(p) for p in held_out_zips]
+    x, y = np.concatenate([f[0] for f in fit]), np.concatenate([f[1] for f in fit])
+    probe = LogisticRegression(max_iter=300, C=0.5).fit(x, y)
+    x_test, y_test = np.concatenate([f[0] for f in test]), np.concatenate([f[1] for f in test])
+    changed = np.concatenate([f[2] for f in test])
+    return {
+        "codes change at note frames": float(changed[y_test].mean()),
+        "codes change elsewhere": float(changed[~y_test].mean()),
+        "probe AUC (held-out songs)": float(roc_auc_score(y_test, probe.predict_proba(x_test)[:, 1])),
+    }
+
+
+def map_song(model_dir: Path, level_path: Path, out: Path) -> dict[str, list[Note]]:
+    """infer.py on a held-out song with its BPM (and beat 0 at 0 s) given -> {difficulty: notes}."""
+    level = load_level(level_path)
+    song = out / "song.egg"
+    song.write_bytes(read_level_file(level_path, level.song_filename))
+    argv = [str(song), "--model", str(model_dir), "--bpm", str(level.bpm), "--offset", "0"]
+    argv += ["--difficulty", *DIFFICULTIES, "--output", str(out / "level.zip")]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert infer.main(argv) == 0
+    mapped = load_level(out / "level.zip")
+    return {d.difficulty: d.notes for d in mapped.difficulties}
+
+
+def grid_baselines(level_path: Path) -> dict[str, dict[str, list[Note]]]:
+    """{baseline: {difficulty: notes}}: a note on every beat, a note on every detected onset (from
+    MIN_NOTE_SECONDS on, as infer.py would place them)."""
+    level = load_level(level_path)
+    samples = load_audio(read_level_file(level_path, level.song_filename), 22050)
+    seconds = len(samples) / 22050
+    first = MIN_NOTE_SECONDS * level.bpm / 60
+    beats = [float(b) for b in range(int(np.ceil(first)), int(seconds * level.bpm / 60))]
+    onsets = [t * level.bpm / 60 for t in onset_seconds(samples, 22050) if t >= MIN_NOTE_SECONDS]
+    every = {"every beat": beats, "every onset": onsets}
+    return {name: {d: [Note(b, 1, 0, 0, 1) for b in bs] for d in DIFFICULTIES} for name, bs in every.items()}
+
+
+def score_maps(maps: dict[str, dict[str, list[Note]]], truth: dict[str, Level]) -> dict:
+    """{song: {difficulty: notes}} against the truth -> mean timing F1 (per difficulty and all), density
+    ratio, notes per second per difficulty, and F1 of the songs' last windows vs the rest."""
+    f1 = {d: [] for d in DIFFICULTIES}
+    notes = {d: 0 for d in DIFFICULTIES}
+    true_notes = {d: 0 for d in DIFFICULTIES}
+    last, rest = [], []
+    seconds = 0.0
+    for song, by_difficulty in maps.items():
+        level = truth[song]
+        diffs = {d.difficulty: plain_notes(d) for d in level.difficulties}
+        song_beats = max(n.beat for d in diffs.values() for n in d) + 4
+        last_start = (int(song_beats) // CHUNK_BEATS) * CHUNK_BEATS
+        seconds += song_beats * 60 / level.bpm
+        for d in DIFFICULTIES:
+            ours, theirs = by_difficulty.get(d, []), diffs[d]
+            f1[d].append(scorecard(ours, level.bpm, reference=theirs, tolerance=TOLERANCE)["timing_f1"])
+            notes[d] += len(ours)
+            true_notes[d] += len(theirs)
+            for part, in_last in ((last, True), (rest, False)):
+                mine = [n for n in ours if (n.beat >= last_start) == in_last]
+                true = [n for n in theirs if (n.beat >= last_start) == in_last]
+                if true:
+                    part.append(scorecard(mine, level.bpm, reference=true, tolerance=TOLERANCE)["timing_f1"])
+    return {
+        "f1": float(np.mean([v for d in DIFFICULTIES for v in f1[d]])),
+        **{f"f1 {d}": float(np.mean(f1[d])) for d in DIFFICULTIES},
+        "density ratio": sum(notes.values()) / max(1, sum(true_notes.values())),
+        **{f"density ratio {d}": notes[d] / max(1, true_notes[d]) for d in DIFFICULTIES},
+        **{f"nps {d}": notes[d] / seconds for d in DIFFICULTIES},
+        "f1 last windows": float(np.mean(last)) if last else float("nan"),
+        "f1 other windows": float(np.mean(rest)) if rest else float("nan"),
+    }
+
+
+def untrained_checkpoint(trained: Path, out: Path, args: argparse.Namespace) -> Path:
+    """The same small architecture, freshly initialised, beside the trained one's automapper.json."""
+    model, _ = train.load_model(train.parse_args(["--data", "-", "--small", "--seed", str(args.seed + 1)]))
+    model.save_pretrained(out)
+    train.save_inference_files(out, json.loads((trained / "automapper.json").read_text()))
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--train-songs", type=int, default=32)
+    p.add_argument("--held-out", type=int, default=8)
+    p.add_argument("--bars", type=int, default=12, help="bars with notes per song (after 2 lead-in bars)")
+    p.add_argument("--train-minutes", type=float, default=12.0)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--keep", help="keep the corpus and checkpoints in this folder")
+    args = p.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(args.keep or tmp)
+        train_zips = write_synth_corpus(root / "train", args.train_songs, args.seed, args.bars, hard=True)
+        held_out = write_synth_corpus(root / "held_out", args.held_out, args.seed + 1000, args.bars, hard=True)
+        codec = codec_report(train_zips[:4], held_out[:4])
+        print("codec check:", ", ".join(f"{k} {v:.3f}" for k, v in codec.items()), flush=True)
+
+        model_dir = root / "model"
+        argv = ["--data", str(root / "train"), "--small", "--codec-weights", "random", "--output-dir", str(model_dir)]
+        argv += ["--cache-dir", str(root / "cache"), "--chunk-beats", str(CHUNK_BEATS), "--val-share", "0"]
+        argv += ["--batch-size", str(args.batch_size), "--grad-accum", "1", "--learning-rate", str(args.learning_rate)]
+        argv += ["--lr-scheduler", "constant_with_warmup", "--warmup-steps", "30", "--max-steps", "100000"]
+        argv += ["--max-minutes", str(args.train_minutes), "--no-gradient-checkpointing", "--optim", "adamw_torch"]
+        argv += ["--logging-steps", "25", "--save-steps", "1000000", "--seed", str(args.seed)]
+        train_start = time.monotonic()
+        assert train.main(argv) == 0
+        train_minutes = (time.monotonic() - train_start) / 60
+        untrained = untrained_checkpoint(model_dir, root / "untrained", args)
+
+        truth = {p.stem: load_level(p) for p in held_out}
+        runs: dict[str, dict] = {"trained": {}, "untrained": {}, "every beat": {}, "every onset": {}}
+        for path in held_out:
+            for name, folder in (("trained", model_dir), ("untrained", untrained)):
+                work = root / "maps" / name / path.stem
+                work.mkdir(parents=True, exist_ok=True)
+                runs[name][path.stem] = map_song(folder, path, work)
+            for name, maps in grid_baselines(path).items():
+                runs[name][path.stem] = maps
+        scores = {name: score_maps(maps, truth) for name, maps in runs.items()}
+
+    minutes = (time.monotonic() - start) / 60
+    columns = [
+        "f1",
+        "f1 Normal",
+        "f1 Expert",
+        "density ratio",
+        "nps Normal",
+        "nps Expert",
+        "f1 last windows",
+        "f1 other windows",
+    ]
+    print(f"\n{'run':<12}" + "".join(f"{c:>18}" for c in columns))
+    for name, s in scores.items():
+        print(f"{name:<12}" + "".join(f"{s[c]:>18.3f}" for c in columns))
+    baselines = {name: s["f1"] for name, s in scores.items() if name != "trained"}
+    best = max((n for n in baselines if n != "untrained"), key=baselines.get)
+    best = max(baselines, key=baselines.get) if baselines["untrained"] > baselines[best] else best
+    ours = scores["trained"]
+    met = (
+        ours["f1"] >= 0.9
+        and ours["f1"] >= baselines[best] + 0.2
+        and abs(ours["density ratio"] - 1) <= 0.15
+        and ours["nps Normal"] < ours["nps Expert"]
+    )
+    print(f"training took {train_minutes:.1f} min; target {'MET' if met else 'NOT met'}")
+    print(
+        f"learn: held-out timing F1 {ours['f1']:.3f}, best baseline {baselines[best]:.3f} ({best}), "
+        f"untrained {baselines['untrained']:.3f}, density ratio {ours['density ratio']:.3f}, minutes {minutes:.1f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
