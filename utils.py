@@ -412,8 +412,8 @@ def seams(notes: list[Note], bpm: float, chunk_beats: int, song_beats: float) ->
     log = parity_log(notes, bpm)
     starts = np.arange(chunk_beats, song_beats, chunk_beats)
 
-    def at_seam(beat: float) -> bool:
-        return len(starts) > 0 and float(np.min(np.abs(starts - beat))) < SEAM_BEATS
+    def at_seam(beat: float) -> bool:  # within [seam - SEAM_BEATS, seam + SEAM_BEATS) of some seam
+        return bool(np.any((beat - starts >= -SEAM_BEATS) & (beat - starts < SEAM_BEATS)))
 
     seam_beats = min(song_beats, 2 * SEAM_BEATS * len(starts))
     near = [flipped for beat, flipped in log if at_seam(beat)]
@@ -767,12 +767,14 @@ def score_level(args: argparse.Namespace) -> int:
     """utils.py score: print each chosen Standard difficulty's scorecard; 0, or 2 when nothing could be scored."""
     from maps import MapError, load_level
 
-    try:
-        level = load_level(args.level)
-        reference = load_level(args.reference) if args.reference else None
-    except (MapError, OSError) as e:
-        print(f"utils.py score: {e}", file=sys.stderr)
-        return 2
+    levels = []
+    for path in (args.level, args.reference):
+        try:
+            levels.append(load_level(path) if path else None)
+        except (MapError, OSError) as e:
+            print(f"utils.py score: {path}: {e}", file=sys.stderr)
+            return 2
+    level, reference = levels
 
     def standard(lvl: Level) -> dict[str, Difficulty]:
         return {d.difficulty: d for d in lvl.difficulties if d.characteristic == "Standard" and d.error is None}

@@ -1,9 +1,31 @@
 """utils.py: arcs/chains folded into plain notes, the 48-PPQ grid, playability repairs."""
 
+import json
+import subprocess
+import sys
+
+import msgspec
+import numpy as np
 import pytest
 
-from maps import DOT, Arc, Chain, Difficulty, Note
-from utils import grid_fit, plain_notes, playable, snap_ticks, synth_level
+from conftest import ROOT, SHARED_MAPS, needs_shared
+from maps import DOT, Arc, Chain, Difficulty, Note, load_level
+from utils import (
+    grid_fit,
+    parity_log,
+    plain_notes,
+    playability,
+    playable,
+    rhythm_profile,
+    scorecard,
+    seams,
+    snap_ticks,
+    song_onsets,
+    synth_level,
+    timing_scores,
+    variety,
+    write_zip,
+)
 
 
 def _difficulty(notes=(), arcs=(), chains=()) -> Difficulty:
@@ -86,3 +108,103 @@ def test_playable_leaves_a_clean_map_alone():
     for diff in level.difficulties:
         kept, repairs = playable(diff.notes, level.bpm)
         assert kept == sorted(diff.notes) and sum(repairs.values()) == 0
+
+
+# ---------------------------------------------------------------- scorecard
+
+
+def _beats(*beats, color=0) -> list[Note]:
+    return [Note(float(b), 1, 0, color, 1) for b in beats]
+
+
+def test_timing_scores_count_one_to_one_matches_within_the_tolerance():
+    reference = np.array([1.0, 2.0, 3.0, 4.0])
+    assert timing_scores(reference, reference)["timing_f1"] == 1.0
+    # 2.03 matches 2.0; 3.05 is 50 ms off; two estimates near 1.0 match it once
+    scores = timing_scores(np.array([0.99, 1.01, 2.03, 3.05]), reference, tolerance=0.04)
+    assert scores["timing_precision"] == 0.5 and scores["timing_recall"] == 0.5
+    assert timing_scores(np.array([]), reference)["timing_f1"] == 0.0
+
+
+def test_rhythm_profile_and_variety_on_known_notes():
+    notes = _beats(0, 1, 1.5, 2.25, 3 + 1 / 3, 4 + 1 / 6, 5 + 1 / 16)
+    assert list(rhythm_profile(notes)) == pytest.approx([2 / 7, 1 / 7, 1 / 7, 2 / 7, 1 / 7])
+    looped = [Note(bar * 4 + b, 1, 0, 0, 1) for bar in range(8) for b in (0, 2)]
+    assert variety(looped)["top_pattern_share"] == 1.0 and variety(looped)["note_type_entropy"] == 0.0
+    mixed = [Note(b, x, 0, x // 2, 8) for b, x in ((0, 0), (4, 1), (8, 2), (12, 3))]
+    card = variety(mixed)
+    assert card["note_type_entropy"] == pytest.approx(2.0) and card["top_pattern_share"] == 0.25
+    assert card["grid_coverage"] == pytest.approx(4 / 12) and card["red_share"] == 0.5
+
+
+def test_parity_counts_each_repeat_once_and_allows_resets():
+    bpm = 120.0  # 0.5 s per beat
+    down_down = [Note(0.0, 1, 0, 0, 1), Note(1.0, 1, 0, 0, 1), Note(2.0, 1, 0, 0, 0), Note(3.0, 1, 0, 0, 1)]
+    assert [error for _, error in parity_log(down_down, bpm)] == [False, True, False, False]
+    reset = [Note(0.0, 1, 0, 0, 1), Note(4.0, 1, 0, 0, 1)]  # 2 s apart: a reset, not an error
+    assert not any(error for _, error in parity_log(reset, bpm))
+    card = playability(down_down + [Note(3.0, 1, 0, 1, 1), Note(3.0, 1, 1, 0, 0)], bpm)
+    assert card["parity_errors"] == 1 and card["cell_collisions"] == 1 and card["mixed_stacks"] == 1
+
+
+def test_seams_split_figures_at_window_edges():
+    notes = _beats(*range(0, 32))  # one note per beat, every swing down: all but the first break parity
+    card = seams(notes, 120.0, chunk_beats=16, song_beats=32)
+    assert card["seam_notes_per_beat"] == pytest.approx(1.0) and card["other_notes_per_beat"] == pytest.approx(1.0)
+    assert card["seam_parity_errors_per_swing"] == 1.0
+
+
+def _fixture_notes(name: str):
+    level = load_level(SHARED_MAPS / name)
+    diff = next(d for d in level.difficulties if d.characteristic == "Standard" and d.notes)
+    return level, plain_notes(diff)
+
+
+@needs_shared
+def test_human_map_timing_against_itself_shifted_and_thinned():
+    level, notes = _fixture_notes("vdsap_merry_christmas")  # 98% of its notes on the beat
+    assert scorecard(notes, level.bpm, reference=notes)["timing_f1"] == 1.0
+    shifted = [msgspec.structs.replace(n, beat=n.beat + 0.5) for n in notes]
+    assert scorecard(shifted, level.bpm, reference=notes)["timing_f1"] < 0.05
+    times = sorted({n.beat for n in notes})
+    thinned = [n for n in notes if times.index(n.beat) % 2 == 0]
+    card = scorecard(thinned, level.bpm, reference=notes)
+    assert card["timing_recall"] == pytest.approx(0.5, abs=0.01) and card["timing_precision"] == 1.0
+
+
+@needs_shared
+def test_listening_lift_of_a_human_map_and_of_random_notes():
+    level, notes = _fixture_notes("vdsap_merry_christmas")
+    level.path = str(SHARED_MAPS / "vdsap_merry_christmas")
+    onsets = song_onsets(level)
+    assert scorecard(notes, level.bpm, onsets)["listening_lift"] > 2
+    # as many notes at random 1/4-beat positions of the same song, 8 draws: a lift near 1
+    grid = np.arange(0, max(n.beat for n in notes), 0.25)
+    draws = [np.sort(np.random.default_rng(seed).choice(grid, len(notes), replace=False)) for seed in range(8)]
+    lifts = [scorecard(_beats(*beats), level.bpm, onsets)["listening_lift"] for beats in draws]
+    assert 0.85 < np.mean(lifts) < 1.15
+
+
+def test_score_cli_table_json_and_errors(tmp_path):
+    files, level = synth_level(1, bars=4)
+    write_zip(tmp_path / "level.zip", files)
+    run = [sys.executable, "utils.py", "score", str(tmp_path / "level.zip")]
+    table = subprocess.run(run, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert "Normal" in table.splitlines()[0] and "listening lift" in table and "parity errors per swing" in table
+    result = subprocess.run(
+        [*run, "--reference", str(tmp_path / "level.zip"), "--json", "--difficulty", "Expert"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (card,) = [json.loads(line) for line in result.stdout.splitlines()]
+    keys = {"difficulty", "notes", "nps", "listening_lift", "parity_errors_per_swing", "cell_collisions"}
+    keys |= {"note_type_entropy", "top_pattern_share", "timing_precision", "timing_recall", "timing_f1"}
+    assert keys | {"density_ratio", "density_correlation"} <= set(card)
+    expert = next(d for d in level.difficulties if d.difficulty == "Expert")
+    assert card["difficulty"] == "Expert" and card["notes"] == len(expert.notes) and card["timing_f1"] == 1.0
+    assert card["density_ratio"] == 1.0 and card["listening_lift"] > 1.5
+    (tmp_path / "broken.zip").write_bytes(b"not a zip")
+    bad = subprocess.run([*run[:3], str(tmp_path / "broken.zip")], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "broken.zip" in bad.stderr
