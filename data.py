@@ -28,7 +28,7 @@ from tqdm import tqdm
 from audio import AudioError, load_audio
 from maps import COLORS, DIFFICULTY_RANKS, DOT, GRID_COLUMNS, GRID_ROWS, MapError, atomic_file, read_level_file
 
-TOKEN_SPACE_VERSION = 1  # bump on any change below; checkpoints record it
+TOKEN_SPACE_VERSION = 2  # bump on any change below; checkpoints record it (2: BEAT markers in the audio)
 
 PPQ = 48  # ticks per beat
 MAX_CHUNK_BEATS = 256  # the time range covers this many beats after a chunk's start
@@ -36,7 +36,7 @@ DIRECTION_SLOTS = DOT + 2  # directions 0..8 plus slot 9, reserved and never pro
 RESERVED_DIRECTION = DOT + 1
 CODEBOOKS = 2  # Encodec 24 kHz at 1.5 kbps
 CODEBOOK_SIZE = 1024
-SPECIALS = ("BOS", "EOS", "PAD", "AUDIO_START", "AUDIO_END", "NOTES_START")
+SPECIALS = ("BOS", "EOS", "PAD", "AUDIO_START", "AUDIO_END", "NOTES_START", "BEAT")
 DIFFICULTIES = tuple(DIFFICULTY_RANKS)  # Easy .. ExpertPlus
 
 
@@ -63,7 +63,7 @@ _STARTS = accumulate((size for _, size in _ROWS), initial=0)
 TOKEN_RANGES = {name: TokenRange(start, size) for (name, size), start in zip(_ROWS, _STARTS)}
 TIME, NOTE, AUDIO, SPECIAL, DIFFICULTY = TOKEN_RANGES.values()
 VOCAB_SIZE = DIFFICULTY.stop  # ids in use; the model keeps its own, larger vocabulary
-BOS, EOS, PAD, AUDIO_START, AUDIO_END, NOTES_START = range(SPECIAL.start, SPECIAL.stop)
+BOS, EOS, PAD, AUDIO_START, AUDIO_END, NOTES_START, BEAT = range(SPECIAL.start, SPECIAL.stop)
 DIFFICULTY_TOKENS = dict(zip(DIFFICULTIES, range(DIFFICULTY.start, DIFFICULTY.stop)))
 
 # a note in a chunk: (tick from the chunk start, x, y, color, direction)
@@ -186,10 +186,24 @@ def chunk_frames(start: int, chunk_beats: int, bpm: float, frame_rate: float, to
     return first, min(end, total_frames)
 
 
-def prompt_tokens(codes: np.ndarray, difficulty: str) -> np.ndarray:
-    """codes: [frames, 2] of one chunk -> the prompt [BOS][AUDIO_START] audio [AUDIO_END][NOTES_START][DIFF_x]."""
+def beat_frames(start: int, chunk_beats: int, bpm: float, frame_rate: float, frames: int) -> np.ndarray:
+    """[beats] int: the frame, counted from the chunk's first, where each beat of chunk [start, start +
+    chunk_beats) begins; beats at or past `frames` (the chunk's audio, shorter at a song's end) are left out."""
+    seconds_per_beat = 60 / bpm
+    first = round(start * seconds_per_beat * frame_rate)
+    offsets = np.round((start + np.arange(chunk_beats)) * seconds_per_beat * frame_rate).astype(np.int64) - first
+    return offsets[offsets < frames]
+
+
+def prompt_tokens(codes: np.ndarray, difficulty: str, beats: np.ndarray) -> np.ndarray:
+    """codes: [frames, 2] of one chunk, beats: its beat_frames -> the prompt
+    [BOS][AUDIO_START] audio with [BEAT] before each beat's frame [AUDIO_END][NOTES_START][DIFF_x].
+
+    The markers tell the model where the beats are (and so the tempo, in every window, the
+    song's last included) rather than leaving it to count frames."""
+    audio = np.insert(audio_tokens(codes), np.asarray(beats, dtype=np.int64) * CODEBOOKS, BEAT)
     head, tail = [BOS, AUDIO_START], [AUDIO_END, NOTES_START, DIFFICULTY_TOKENS[difficulty]]
-    return np.concatenate([head, audio_tokens(codes), tail]).astype(np.int64)
+    return np.concatenate([head, audio, tail]).astype(np.int64)
 
 
 def generated_notes(tokens: Sequence[int]) -> list[ChunkNote]:
@@ -411,7 +425,8 @@ class BeatDataset(torch.utils.data.Dataset):
             for start in range(shift, math.ceil(song_beats), self.chunk_beats):
                 first, end = self._span(item, start)
                 lo, hi = self._notes_span(item, start)
-                if FIXED_TOKENS + 2 * (end - first) + 2 * (hi - lo) > self.max_seq_length:
+                markers = len(beat_frames(start, self.chunk_beats, item.bpm, self.frame_rate, end - first))
+                if FIXED_TOKENS + 2 * (end - first) + markers + 2 * (hi - lo) > self.max_seq_length:
                     too_long += 1
                 else:
                     (with_notes if hi > lo else empty).append((index, start))
@@ -430,9 +445,11 @@ class BeatDataset(torch.utils.data.Dataset):
         first, end = self._span(item, start)
         lo, hi = self._notes_span(item, start)
         codes = _mapped_codes(self.cache.path(item.song_hash))[first:end]  # [frames, 2] int16
+        beats = beat_frames(start, self.chunk_beats, item.bpm, self.frame_rate, end - first)
         # notes: [time, type, time, type, ...], ticks counted from the chunk's first beat
         notes = np.stack([item.ticks[lo:hi] - start * PPQ + TIME.start, item.types[lo:hi]], axis=1).reshape(-1)
-        return {"input_ids": np.concatenate([prompt_tokens(codes, item.difficulty), notes, [EOS]]).astype(np.int64)}
+        prompt = prompt_tokens(codes, item.difficulty, beats)
+        return {"input_ids": np.concatenate([prompt, notes, [EOS]]).astype(np.int64)}
 
 
 def precache(dataset: BeatDataset) -> dict[str, int]:

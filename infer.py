@@ -40,6 +40,7 @@ from data import (
     PPQ,
     TOKEN_SPACE_VERSION,
     NoteGrammar,
+    beat_frames,
     chunk_frames,
     generated_notes,
     prompt_tokens,
@@ -50,6 +51,7 @@ from utils import OUTPUT_RATE, REPAIRS, cover_from_image, level_package, playabl
 EXIT_USAGE = 2
 MIN_SONG_SECONDS = 5.0
 DEFAULT_DIFFICULTIES = ("Expert",)
+DEFAULT_TEMPERATURE, DEFAULT_TOP_P = 0.8, 0.95
 MAX_NOTES_PER_BEAT = 8  # generation budget per chunk: far above human maps' density
 
 
@@ -77,8 +79,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--difficulty", nargs="+", choices=DIFFICULTIES, default=list(DEFAULT_DIFFICULTIES), help="difficulties"
     )
     parser.add_argument("--output", help="a .zip path, or a folder to write the level into (default: SONG.zip)")
-    parser.add_argument("--temperature", type=_non_negative, default=0.8, help="sampling temperature; 0 = greedy")
-    parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass")
+    parser.add_argument(
+        "--temperature", type=_non_negative, default=DEFAULT_TEMPERATURE, help="sampling temperature; 0 = greedy"
+    )
+    parser.add_argument("--top-p", type=float, default=DEFAULT_TOP_P, help="nucleus sampling mass")
     parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same level")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     parser.add_argument(
@@ -167,7 +171,8 @@ def level_notes(
     for start in range(0, math.ceil(song_beats), chunk_beats):
         first, end = chunk_frames(start, chunk_beats, bpm, frame_rate, len(codes))
         ticks = math.ceil(min(chunk_beats, song_beats - start) * PPQ)
-        rows += [(name, start, ticks, prompt_tokens(codes[first:end], name)) for name in difficulties]
+        beats = beat_frames(start, chunk_beats, bpm, frame_rate, end - first)
+        rows += [(name, start, ticks, prompt_tokens(codes[first:end], name, beats)) for name in difficulties]
     rows.sort(key=lambda row: len(row[3]))  # similar lengths share a batch: little padding
     notes: dict[str, list[Note]] = {name: [] for name in difficulties}
     for i in tqdm(range(0, len(rows), batch_size), desc="decoding", unit="batch", disable=len(rows) <= batch_size):
@@ -202,10 +207,11 @@ def decode(model, batch: list, chunk_beats: int, info: dict, sampling: dict) -> 
     return [generated_notes(row) for row in output[:, length:].tolist()]
 
 
-def sampling_options(args: argparse.Namespace) -> dict:
-    if args.temperature == 0:
+def sampling_options(temperature: float = DEFAULT_TEMPERATURE, top_p: float = DEFAULT_TOP_P) -> dict:
+    """generate() keyword arguments: greedy for temperature 0, else nucleus sampling."""
+    if temperature == 0:
         return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-    return {"do_sample": True, "temperature": args.temperature, "top_p": args.top_p, "top_k": None}
+    return {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": None}
 
 
 def output_path(args: argparse.Namespace) -> Path:
@@ -254,7 +260,9 @@ def run(args: argparse.Namespace) -> int:
     codes = tokenizer.encode(
         soxr.resample(mono_padded, OUTPUT_RATE, tokenizer.sample_rate)[None]
     )  # [frames, 2] int16, 75 frames/s, beat 0 at frame 0
-    notes = level_notes(model, codes, info, tempo.bpm, args.difficulty, args.batch_size, sampling_options(args))
+    notes = level_notes(
+        model, codes, info, tempo.bpm, args.difficulty, args.batch_size, sampling_options(args.temperature, args.top_p)
+    )
 
     for name in args.difficulty:
         notes[name], repairs = playable(notes[name], tempo.bpm)

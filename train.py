@@ -45,8 +45,17 @@ from transformers import AutoModelForCausalLM, Qwen3Config, TrainerCallback  # n
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 from audio import ENCODEC_WEIGHTS, AudioError, create_audio_tokenizer  # noqa: E402
-from data import PPQ, TOKEN_SPACE_VERSION, VOCAB_SIZE, BeatDataset, audio_masking_collator, build_tokenizer  # noqa: E402
-from maps import MapError, ZippedBeatSaberDataset, atomic_file  # noqa: E402
+from data import (  # noqa: E402
+    NOTES_START,
+    PPQ,
+    TOKEN_SPACE_VERSION,
+    VOCAB_SIZE,
+    BeatDataset,
+    audio_masking_collator,
+    build_tokenizer,
+    generated_notes,
+)
+from maps import MapError, Note, ZippedBeatSaberDataset, atomic_file  # noqa: E402
 
 # Qwen3-0.6B's architecture, so --init scratch needs no download
 QWEN3_06B = dict(
@@ -141,6 +150,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     log.add_argument("--save-steps", type=int, default=200)
     log.add_argument("--eval-steps", type=int, default=200)
     log.add_argument("--save-total-limit", type=int, default=4)
+    log.add_argument(
+        "--eval-maps",
+        type=int,
+        default=0,
+        help="at every evaluation, also map this many validation chunks (grammar, infer.py's sampling) and log "
+        "timing F1, density ratio and parity errors",
+    )
     log.add_argument("--report-to", choices=["none", "tensorboard", "wandb"], default="none")
     return p.parse_args(argv)
 
@@ -307,6 +323,18 @@ class NoteTrainer(SFTTrainer):
     over the same tokens, as TRL does.
     """
 
+    map_eval: tuple[BeatDataset, int] | None = None  # (validation chunks, how many to map) for --eval-maps
+    last_map_eval: dict[str, float] | None = None
+
+    def evaluate(self, *args, **kwargs) -> dict[str, float]:
+        metrics = super().evaluate(*args, **kwargs)
+        if self.map_eval is not None:
+            figures = {f"eval_{k}": v for k, v in map_quality(self.model, *self.map_eval, seed=self.args.seed).items()}
+            self.log(figures)  # console, TensorBoard, W&B beside eval_loss
+            metrics |= figures
+            self.last_map_eval = figures
+        return metrics
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if FUSED_LM_HEAD:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -323,6 +351,50 @@ class NoteTrainer(SFTTrainer):
         correct = (logits.argmax(-1) == labelled).sum().item()
         self._metrics[mode]["mean_token_accuracy"].append(correct / max(len(labelled), 1))
         return (loss, {"logits": logits}) if return_outputs else loss
+
+
+def map_quality(model, val: BeatDataset, count: int, seed: int = 0) -> dict[str, float]:
+    """Map `count` validation chunks (spread over the set) as infer.py would and score them against
+    their true notes: timing F1 (40 ms), density ratio (generated / true notes), parity errors per swing."""
+    from infer import decode, sampling_options
+    from utils import TOLERANCE, playability, timing_scores
+
+    picks = np.linspace(0, len(val) - 1, min(count, len(val))).round().astype(int)
+    # rows as infer.decode takes them: (difficulty, first beat, ticks in the chunk, prompt tokens)
+    rows, truths, bpms = [], [], []
+    for i in picks:
+        index, start = val.chunks[i]
+        item = val.items[index]
+        ids = val[i]["input_ids"]
+        prompt_end = int(np.flatnonzero(ids == NOTES_START)[0]) + 2  # up to and including DIFF_x
+        song_beats = val.frames[item.song_hash] / val.frame_rate * item.bpm / 60
+        ticks = math.ceil(min(val.chunk_beats, song_beats - start) * PPQ)
+        rows.append((item.difficulty, start, ticks, ids[:prompt_end]))
+        truths.append(generated_notes(ids[prompt_end:]))
+        bpms.append(item.bpm)
+    was_training = model.training
+    model.eval()
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        info = {"max_seq_length": val.max_seq_length}
+        generated = [
+            c
+            for i in range(0, len(rows), 8)
+            for c in decode(model, rows[i : i + 8], val.chunk_beats, info, sampling_options())
+        ]
+    model.train(was_training)
+    f1, notes, true_notes, errors, swings = [], 0, 0, 0, 0
+    for chunk, truth, bpm in zip(generated, truths, bpms):
+        seconds = [np.unique([n[0] for n in c]) / PPQ * 60 / bpm for c in (chunk, truth)]
+        f1.append(timing_scores(*seconds, TOLERANCE)["timing_f1"])
+        notes, true_notes = notes + len(chunk), true_notes + len(truth)
+        card = playability([Note(t / PPQ, x, y, c, d) for t, x, y, c, d in chunk], bpm)
+        errors, swings = errors + card["parity_errors"], swings + card["swings"]
+    return {
+        "map_timing_f1": float(np.mean(f1)),
+        "map_density_ratio": notes / max(true_notes, 1),
+        "map_parity_errors_per_swing": errors / max(swings, 1),
+    }
 
 
 def build_trainer(args, model, train: BeatDataset, val: BeatDataset | None) -> SFTTrainer:
@@ -355,7 +427,7 @@ def build_trainer(args, model, train: BeatDataset, val: BeatDataset | None) -> S
         max_length=None,
         prediction_loss_only=True,
     )
-    return NoteTrainer(
+    trainer = NoteTrainer(
         model=model,
         args=config,
         train_dataset=IndexedChunks(train).dataset,
@@ -364,6 +436,9 @@ def build_trainer(args, model, train: BeatDataset, val: BeatDataset | None) -> S
         processing_class=build_tokenizer(),
         callbacks=[EpochCallback(train)] + ([TimeLimit(args.max_minutes)] if args.max_minutes else []),
     )
+    if args.eval_maps and val is not None:
+        trainer.map_eval = (val, args.eval_maps)
+    return trainer
 
 
 def checkpoint_info(args: argparse.Namespace, codec, data: dict) -> dict:
@@ -422,7 +497,10 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
         raise
     trainer.save_model(args.output_dir)
-    save_inference_files(args.output_dir, checkpoint_info(args, info["codec"], info["data"]))
+    checkpoint = checkpoint_info(args, info["codec"], info["data"])
+    if trainer.last_map_eval is not None:
+        checkpoint["last_map_evaluation"] = {"step": trainer.state.global_step} | trainer.last_map_eval
+    save_inference_files(args.output_dir, checkpoint)
     print(f"saved model, tokenizer and automapper.json to {args.output_dir}")
     return 0
 

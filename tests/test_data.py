@@ -143,6 +143,23 @@ def test_notes_land_on_their_ticks_and_frames(dataset, corpus, tokenizer):
         assert seen and max(seen.values()) == 1
 
 
+def test_beat_markers_sit_before_each_beats_first_frame(dataset, tokenizer):
+    from data import AUDIO_END, AUDIO_START, BEAT
+
+    for item, start, input_ids in _chunks(dataset):
+        audio = input_ids[
+            int(np.flatnonzero(input_ids == AUDIO_START)[0]) + 1 : int(np.flatnonzero(input_ids == AUDIO_END)[0])
+        ]
+        marks = np.flatnonzero(audio == BEAT)
+        codes_before = marks - np.arange(len(marks))  # audio tokens ahead of each marker
+        assert (codes_before % 2 == 0).all()  # never between a frame's two codes
+        frames = (len(audio) - len(marks)) // 2
+        per_beat = 60 / item.bpm * tokenizer.frame_rate
+        expected = [round((start + b) * per_beat) - round(start * per_beat) for b in range(CHUNK_BEATS)]
+        assert (codes_before // 2).tolist() == [f for f in expected if f < frames]
+        assert len(marks) == CHUNK_BEATS or frames < expected[-1] + 1  # fewer only where the song ends
+
+
 def _difficulty_name(input_ids: np.ndarray) -> str:
     from data import DIFFICULTY_TOKENS
 

@@ -39,13 +39,17 @@ def test_cli_trains_saves_reloads_and_resumes(corpus, cache_dir, tmp_path):
     out = tmp_path / "out"
     common = ["--data", str(corpus), "--tiny", "--codec-weights", "random", "--output-dir", str(out)]
     fast = ["--cache-dir", str(cache_dir), "--chunk-beats", "16", "--grad-accum", "2", "--learning-rate", "1e-3"]
-    first = _train(*common, *fast, "--max-steps", "30")
+    first = _train(*common, *fast, "--max-steps", "30", "--eval-maps", "2")
     assert first.returncode == 0, first.stderr[-3000:]
     assert "training: tiny Qwen3, transformers" in first.stdout
 
     losses = [entry["loss"] for entry in _log(out / "checkpoint-30") if "loss" in entry]
     assert len(losses) == 30 and np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.5
     assert any("eval_loss" in entry and "eval_mean_token_accuracy" in entry for entry in _log(out / "checkpoint-30"))
+    # --eval-maps: map quality logged beside the validation loss, the last figures kept in automapper.json
+    mapped = [entry for entry in _log(out / "checkpoint-30") if "eval_map_timing_f1" in entry]
+    assert mapped and 0 <= mapped[-1]["eval_map_timing_f1"] <= 1 and mapped[-1]["eval_map_density_ratio"] >= 0
+    assert "eval_map_parity_errors_per_swing" in mapped[-1]
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -56,6 +60,7 @@ def test_cli_trains_saves_reloads_and_resumes(corpus, cache_dir, tmp_path):
     assert info["token_space_version"] == train.TOKEN_SPACE_VERSION and info["chunk_beats"] == 16
     assert info["codec"]["id"].startswith("encodec24k-random") and info["codec"]["frame_rate"] == 75
     assert info["data"]["songs"] == {"train": 3, "validation": 1} and info["data"]["difficulties"] == 8
+    assert info["last_map_evaluation"]["eval_map_timing_f1"] == mapped[-1]["eval_map_timing_f1"]
 
     resumed = _train(*common, *fast, "--max-steps", "40", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
