@@ -28,7 +28,7 @@ from tqdm import tqdm
 from audio import AudioError, load_audio
 from maps import COLORS, DIFFICULTY_RANKS, DOT, GRID_COLUMNS, GRID_ROWS, MapError, atomic_file, read_level_file
 
-TOKEN_SPACE_VERSION = 2  # bump on any change below; checkpoints record it (2: BEAT markers in the audio)
+TOKEN_SPACE_VERSION = 3  # bump on any change below; checkpoints record it (3: time-token markers in the audio)
 
 PPQ = 48  # ticks per beat
 MAX_CHUNK_BEATS = 256  # the time range covers this many beats after a chunk's start
@@ -36,7 +36,7 @@ DIRECTION_SLOTS = DOT + 2  # directions 0..8 plus slot 9, reserved and never pro
 RESERVED_DIRECTION = DOT + 1
 CODEBOOKS = 2  # Encodec 24 kHz at 1.5 kbps
 CODEBOOK_SIZE = 1024
-SPECIALS = ("BOS", "EOS", "PAD", "AUDIO_START", "AUDIO_END", "NOTES_START", "BEAT")
+SPECIALS = ("BOS", "EOS", "PAD", "AUDIO_START", "AUDIO_END", "NOTES_START")
 DIFFICULTIES = tuple(DIFFICULTY_RANKS)  # Easy .. ExpertPlus
 
 
@@ -63,7 +63,7 @@ _STARTS = accumulate((size for _, size in _ROWS), initial=0)
 TOKEN_RANGES = {name: TokenRange(start, size) for (name, size), start in zip(_ROWS, _STARTS)}
 TIME, NOTE, AUDIO, SPECIAL, DIFFICULTY = TOKEN_RANGES.values()
 VOCAB_SIZE = DIFFICULTY.stop  # ids in use; the model keeps its own, larger vocabulary
-BOS, EOS, PAD, AUDIO_START, AUDIO_END, NOTES_START, BEAT = range(SPECIAL.start, SPECIAL.stop)
+BOS, EOS, PAD, AUDIO_START, AUDIO_END, NOTES_START = range(SPECIAL.start, SPECIAL.stop)
 DIFFICULTY_TOKENS = dict(zip(DIFFICULTIES, range(DIFFICULTY.start, DIFFICULTY.stop)))
 
 # a note in a chunk: (tick from the chunk start, x, y, color, direction)
@@ -186,22 +186,33 @@ def chunk_frames(start: int, chunk_beats: int, bpm: float, frame_rate: float, to
     return first, min(end, total_frames)
 
 
-def beat_frames(start: int, chunk_beats: int, bpm: float, frame_rate: float, frames: int) -> np.ndarray:
-    """[beats] int: the frame, counted from the chunk's first, where each beat of chunk [start, start +
-    chunk_beats) begins; beats at or past `frames` (the chunk's audio, shorter at a song's end) are left out."""
-    seconds_per_beat = 60 / bpm
-    first = round(start * seconds_per_beat * frame_rate)
-    offsets = np.round((start + np.arange(chunk_beats)) * seconds_per_beat * frame_rate).astype(np.int64) - first
-    return offsets[offsets < frames]
+MARKER_TICKS = (0, PPQ // 4, PPQ // 3, PPQ // 2, 2 * PPQ // 3, 3 * PPQ // 4)  # a beat's 1/4 and 1/3 grid
 
 
-def prompt_tokens(codes: np.ndarray, difficulty: str, beats: np.ndarray) -> np.ndarray:
-    """codes: [frames, 2] of one chunk, beats: its beat_frames -> the prompt
-    [BOS][AUDIO_START] audio with [BEAT] before each beat's frame [AUDIO_END][NOTES_START][DIFF_x].
+class Markers(NamedTuple):
+    ticks: np.ndarray  # [markers] int: chunk ticks on the 1/4- and 1/3-beat grid, ascending
+    frames: np.ndarray  # [markers] int: the frame, counted from the chunk's first, where each begins
 
-    The markers tell the model where the beats are (and so the tempo, in every window, the
-    song's last included) rather than leaving it to count frames."""
-    audio = np.insert(audio_tokens(codes), np.asarray(beats, dtype=np.int64) * CODEBOOKS, BEAT)
+
+def chunk_markers(start: int, chunk_beats: int, bpm: float, frame_rate: float, frames: int) -> Markers:
+    """The time markers of chunk [start, start + chunk_beats): every MARKER_TICKS tick of every beat
+    and the frame where it begins; those at or past `frames` (the chunk's audio, shorter at a song's
+    end) are left out."""
+    ticks = (np.arange(chunk_beats)[:, None] * PPQ + np.array(MARKER_TICKS)).reshape(-1)
+    frames_per_tick = 60 / bpm / PPQ * frame_rate
+    first = round(start * PPQ * frames_per_tick)
+    offsets = np.round((start * PPQ + ticks) * frames_per_tick).astype(np.int64) - first
+    keep = offsets < frames
+    return Markers(ticks[keep], offsets[keep])
+
+
+def prompt_tokens(codes: np.ndarray, difficulty: str, markers: Markers) -> np.ndarray:
+    """codes: [frames, 2] of one chunk, its chunk_markers -> the prompt [BOS][AUDIO_START] audio with
+    the time token of each marker tick before the frame where that tick begins [AUDIO_END][NOTES_START][DIFF_x].
+
+    The markers are the very time tokens the notes use: a note on a hit can copy the marker in
+    front of the hit's frames instead of computing its tick from the audio's length."""
+    audio = np.insert(audio_tokens(codes), markers.frames * CODEBOOKS, TIME.start + markers.ticks)
     head, tail = [BOS, AUDIO_START], [AUDIO_END, NOTES_START, DIFFICULTY_TOKENS[difficulty]]
     return np.concatenate([head, audio, tail]).astype(np.int64)
 
@@ -425,7 +436,7 @@ class BeatDataset(torch.utils.data.Dataset):
             for start in range(shift, math.ceil(song_beats), self.chunk_beats):
                 first, end = self._span(item, start)
                 lo, hi = self._notes_span(item, start)
-                markers = len(beat_frames(start, self.chunk_beats, item.bpm, self.frame_rate, end - first))
+                markers = len(chunk_markers(start, self.chunk_beats, item.bpm, self.frame_rate, end - first).ticks)
                 if FIXED_TOKENS + 2 * (end - first) + markers + 2 * (hi - lo) > self.max_seq_length:
                     too_long += 1
                 else:
@@ -445,10 +456,10 @@ class BeatDataset(torch.utils.data.Dataset):
         first, end = self._span(item, start)
         lo, hi = self._notes_span(item, start)
         codes = _mapped_codes(self.cache.path(item.song_hash))[first:end]  # [frames, 2] int16
-        beats = beat_frames(start, self.chunk_beats, item.bpm, self.frame_rate, end - first)
+        markers = chunk_markers(start, self.chunk_beats, item.bpm, self.frame_rate, end - first)
         # notes: [time, type, time, type, ...], ticks counted from the chunk's first beat
         notes = np.stack([item.ticks[lo:hi] - start * PPQ + TIME.start, item.types[lo:hi]], axis=1).reshape(-1)
-        prompt = prompt_tokens(codes, item.difficulty, beats)
+        prompt = prompt_tokens(codes, item.difficulty, markers)
         return {"input_ids": np.concatenate([prompt, notes, [EOS]]).astype(np.int64)}
 
 
@@ -490,12 +501,14 @@ def audio_masking_collator(batch: list[dict]) -> dict[str, torch.Tensor]:
     """[{input_ids: [n_i]}] -> input_ids, attention_mask, labels: [batch, longest].
 
     Padding is PAD with attention 0; labels are the input ids on note tokens (time and
-    type) and EOS, -100 everywhere else: audio, specials, difficulty and padding.
+    type) after NOTES_START and EOS, -100 everywhere else: audio, its time markers,
+    specials, difficulty and padding.
     """
     ids = [torch.as_tensor(b["input_ids"], dtype=torch.long) for b in batch]
     input_ids = torch.nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=PAD)
     lengths = torch.tensor([len(i) for i in ids])
     attention_mask = (torch.arange(input_ids.shape[1]) < lengths[:, None]).long()
     is_note = (input_ids >= TIME.start) & (input_ids < TIME.stop) | (input_ids >= NOTE.start) & (input_ids < NOTE.stop)
-    labels = torch.where((is_note | (input_ids == EOS)) & attention_mask.bool(), input_ids, -100)
+    in_notes = torch.cumsum(input_ids == NOTES_START, dim=1) > 0  # [batch, longest]: from NOTES_START on
+    labels = torch.where((is_note & in_notes | (input_ids == EOS)) & attention_mask.bool(), input_ids, -100)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}

@@ -40,8 +40,8 @@ from data import (
     PPQ,
     TOKEN_SPACE_VERSION,
     NoteGrammar,
-    beat_frames,
     chunk_frames,
+    chunk_markers,
     generated_notes,
     prompt_tokens,
 )
@@ -171,8 +171,8 @@ def level_notes(
     for start in range(0, math.ceil(song_beats), chunk_beats):
         first, end = chunk_frames(start, chunk_beats, bpm, frame_rate, len(codes))
         ticks = math.ceil(min(chunk_beats, song_beats - start) * PPQ)
-        beats = beat_frames(start, chunk_beats, bpm, frame_rate, end - first)
-        rows += [(name, start, ticks, prompt_tokens(codes[first:end], name, beats)) for name in difficulties]
+        markers = chunk_markers(start, chunk_beats, bpm, frame_rate, end - first)
+        rows += [(name, start, ticks, prompt_tokens(codes[first:end], name, markers)) for name in difficulties]
     rows.sort(key=lambda row: len(row[3]))  # similar lengths share a batch: little padding
     notes: dict[str, list[Note]] = {name: [] for name in difficulties}
     for i in tqdm(range(0, len(rows), batch_size), desc="decoding", unit="batch", disable=len(rows) <= batch_size):

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import infer  # noqa: E402
 import train  # noqa: E402
 from audio import create_audio_tokenizer  # noqa: E402
-from data import CODEBOOK_SIZE, NoteGrammar, beat_frames, prompt_tokens  # noqa: E402
+from data import CODEBOOK_SIZE, NoteGrammar, chunk_markers, prompt_tokens  # noqa: E402
 from utils import SYNTH_BPMS, synth_level  # noqa: E402
 
 CHUNK_BEATS, BPM, NOTE_TOKENS = 64, 120.0, 321
@@ -79,8 +79,8 @@ def real_chunk(device: str, dtype: torch.dtype) -> tuple[float, float]:
     model = AutoModelForCausalLM.from_config(Qwen3Config(**train.QWEN3_06B), dtype=dtype).to(device).eval()
     frames = round(CHUNK_BEATS * 60 / BPM * 75)
     codes = np.random.default_rng(0).integers(0, CODEBOOK_SIZE, (frames, 2))
-    beats = beat_frames(0, CHUNK_BEATS, BPM, 75, frames)
-    prompt = torch.from_numpy(prompt_tokens(codes, "Expert", beats))[None].to(device)
+    markers = chunk_markers(0, CHUNK_BEATS, BPM, 75, frames)
+    prompt = torch.from_numpy(prompt_tokens(codes, "Expert", markers))[None].to(device)
     timings = []
     for new_tokens in (1, NOTE_TOKENS):
         grammar = NoteGrammar(prompt.shape[1], [CHUNK_BEATS * 48])

@@ -143,21 +143,27 @@ def test_notes_land_on_their_ticks_and_frames(dataset, corpus, tokenizer):
         assert seen and max(seen.values()) == 1
 
 
-def test_beat_markers_sit_before_each_beats_first_frame(dataset, tokenizer):
-    from data import AUDIO_END, AUDIO_START, BEAT
+def test_time_markers_sit_before_each_grid_ticks_first_frame(dataset, tokenizer):
+    from data import AUDIO_END, AUDIO_START, MARKER_TICKS
 
     for item, start, input_ids in _chunks(dataset):
         audio = input_ids[
             int(np.flatnonzero(input_ids == AUDIO_START)[0]) + 1 : int(np.flatnonzero(input_ids == AUDIO_END)[0])
         ]
-        marks = np.flatnonzero(audio == BEAT)
+        marks = np.flatnonzero((audio >= TIME.start) & (audio < TIME.stop))
         codes_before = marks - np.arange(len(marks))  # audio tokens ahead of each marker
         assert (codes_before % 2 == 0).all()  # never between a frame's two codes
         frames = (len(audio) - len(marks)) // 2
-        per_beat = 60 / item.bpm * tokenizer.frame_rate
-        expected = [round((start + b) * per_beat) - round(start * per_beat) for b in range(CHUNK_BEATS)]
-        assert (codes_before // 2).tolist() == [f for f in expected if f < frames]
-        assert len(marks) == CHUNK_BEATS or frames < expected[-1] + 1  # fewer only where the song ends
+        ticks = [b * PPQ + t for b in range(CHUNK_BEATS) for t in MARKER_TICKS]
+        per_tick = 60 / item.bpm / PPQ * tokenizer.frame_rate
+        at = [round((start * PPQ + tick) * per_tick) - round(start * PPQ * per_tick) for tick in ticks]
+        expected = [(tick, f) for tick, f in zip(ticks, at) if f < frames]
+        assert list(zip((audio[marks] - TIME.start).tolist(), (codes_before // 2).tolist())) == expected
+        assert len(marks) == len(ticks) or frames <= at[-1]  # fewer only where the song ends
+        # markers are never trained on: only the notes after NOTES_START and EOS carry labels
+        labels = audio_masking_collator([{"input_ids": input_ids}])["labels"][0]
+        notes_start = int(np.flatnonzero(input_ids == NOTES_START)[0])
+        assert (labels[:notes_start] == -100).all()
 
 
 def _difficulty_name(input_ids: np.ndarray) -> str:
@@ -221,7 +227,11 @@ def test_collator_pads_and_masks_everything_but_notes(dataset):
         assert (out["input_ids"][row, n:] == PAD).all()
         assert out["attention_mask"][row].tolist() == [1] * n + [0] * (longest - n)
         labels = out["labels"][row]
-        trained = [(t < TIME.stop) or (NOTE.start <= t < NOTE.stop) or t == EOS for t in ids.tolist()]
+        notes_start = int(np.flatnonzero(ids == NOTES_START)[0])  # time tokens before it are audio markers
+        trained = [
+            (i > notes_start and (t < TIME.stop or NOTE.start <= t < NOTE.stop)) or t == EOS
+            for i, t in enumerate(ids.tolist())
+        ]
         assert [lab != -100 for lab in labels[:n].tolist()] == trained
         assert (labels[n:] == -100).all()
         kept = labels[labels != -100].tolist()

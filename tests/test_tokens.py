@@ -27,16 +27,16 @@ from data import (
 
 def test_layout_matches_the_design_table():
     starts = {name: r.start for name, r in data.TOKEN_RANGES.items()}
-    assert starts == {"time": 0, "note": 12_288, "audio": 12_528, "special": 14_576, "difficulty": 14_583}
-    assert (data.EOS, data.AUDIO_START, data.NOTES_START, data.BEAT) == (14_577, 14_579, 14_581, 14_582)
+    assert starts == {"time": 0, "note": 12_288, "audio": 12_528, "special": 14_576, "difficulty": 14_582}
+    assert (data.EOS, data.AUDIO_START, data.NOTES_START) == (14_577, 14_579, 14_581)
     assert list(DIFFICULTY_TOKENS.items()) == [
-        ("Easy", 14_583),
-        ("Normal", 14_584),
-        ("Hard", 14_585),
-        ("Expert", 14_586),
-        ("ExpertPlus", 14_587),
+        ("Easy", 14_582),
+        ("Normal", 14_583),
+        ("Hard", 14_584),
+        ("Expert", 14_585),
+        ("ExpertPlus", 14_586),
     ]
-    assert VOCAB_SIZE == 14_588 < 151_936  # fits Qwen3's vocabulary
+    assert VOCAB_SIZE == 14_587 < 151_936  # fits Qwen3's vocabulary
 
 
 def test_every_cell_colour_direction_has_its_own_token():

@@ -11,7 +11,7 @@ import torch
 
 import train
 from conftest import ROOT, level_dict, zip_bytes
-from data import AUDIO, DIFFICULTY, EOS, NOTE, SPECIAL, TIME, audio_masking_collator
+from data import AUDIO, DIFFICULTY, EOS, NOTE, NOTES_START, SPECIAL, TIME, audio_masking_collator
 from utils import synth_level, write_synth_corpus, write_zip
 
 
@@ -116,8 +116,10 @@ def test_long_sequence_reaches_the_model_whole(tmp_path, cache_dir):
     assert max(kw["input_ids"].shape[1] for kw in reached) == longest  # nothing truncated
     for kw in seen:
         ids, labels = kw["input_ids"][0], kw["labels"][0]
-        note = (ids < TIME.stop) | ((ids >= NOTE.start) & (ids < NOTE.stop)) | (ids == EOS)
+        in_notes = torch.arange(len(ids)) > int(torch.nonzero(ids == NOTES_START)[0, 0])
+        note = ((ids < TIME.stop) | ((ids >= NOTE.start) & (ids < NOTE.stop))) & in_notes | (ids == EOS)
         masked = (ids >= AUDIO.start) & (ids < AUDIO.stop) | (ids >= SPECIAL.start) & (ids != EOS)
+        masked |= (ids < TIME.stop) & ~in_notes  # the time markers inside the audio
         assert (labels[masked] == -100).all() and torch.equal(labels[note], ids[note])
         assert ((ids >= DIFFICULTY.start) & (labels == -100)).sum() == 1  # the difficulty token is not trained
 
