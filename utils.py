@@ -780,11 +780,11 @@ def score_level(args: argparse.Namespace) -> int:
         return {d.difficulty: d for d in lvl.difficulties if d.characteristic == "Standard" and d.error is None}
 
     ours, theirs = standard(level), standard(reference) if reference else {}
-    wanted = args.difficulty or list(ours)
+    wanted = args.difficulty or [name for name, d in ours.items() if plain_notes(d)]  # default: those with notes
     missing = [name for name in wanted if name not in ours]
     if missing or not wanted:
         print(
-            f"utils.py score: {args.level}: no readable Standard {', '.join(missing) or 'difficulty'}", file=sys.stderr
+            f"utils.py score: {args.level}: no readable Standard {', '.join(missing) or 'difficulty with notes'}", file=sys.stderr
         )
         return 2
     onsets = song_onsets(level)
