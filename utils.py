@@ -783,9 +783,8 @@ def score_level(args: argparse.Namespace) -> int:
     wanted = args.difficulty or [name for name, d in ours.items() if plain_notes(d)]  # default: those with notes
     missing = [name for name in wanted if name not in ours]
     if missing or not wanted:
-        print(
-            f"utils.py score: {args.level}: no readable Standard {', '.join(missing) or 'difficulty with notes'}", file=sys.stderr
-        )
+        what = ", ".join(missing) or "difficulty with notes"
+        print(f"utils.py score: {args.level}: no readable Standard {what}", file=sys.stderr)
         return 2
     onsets = song_onsets(level)
     cards = {}
