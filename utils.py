@@ -548,6 +548,12 @@ def _synth_notes(hits: list[tuple[float, str]], expert: bool, rng: np.random.Gen
     beats = sorted({b for b, kind in hits if kind != "hat" and b >= LEAD_IN_BARS * BEATS_PER_BAR})
     if not expert:
         beats = [b for b in beats if b % 2 == 0]
+    return _notes_on(beats, expert, rng)
+
+
+def _notes_on(beats: list[float], expert: bool, rng: np.random.Generator) -> list[Note]:
+    """A note on each beat: hands alternating, each hand swinging down, up, down... (red in the left
+    columns, blue in the right); with expert, both hands on some bar downbeats."""
     next_direction = {0: DOWN, 1: DOWN}  # per colour
     notes, hand = [], 0
     for beat in beats:
@@ -653,18 +659,7 @@ def _hard_notes(hits: list[tuple[float, str]], expert: bool, rng: np.random.Gene
     """Notes on lead hits: Expert every one, Normal only the kicks on whole beats; hands alternate,
     each hand swinging down, up, down...; Expert puts both hands on some kicks on a bar's downbeat."""
     beats = sorted({b for b, kind in hits if kind in LEAD and (expert or (kind == "kick" and b == int(b)))})
-    next_direction = {0: DOWN, 1: DOWN}
-    notes, hand = [], 0
-    for beat in beats:
-        hands = (0, 1) if expert and beat % BEATS_PER_BAR == 0 and rng.random() < 0.3 else (hand,)
-        for color in hands:
-            direction = next_direction[color]
-            next_direction[color] = UP if direction == DOWN else DOWN
-            x = int(rng.choice(RED_COLUMNS if color == 0 else BLUE_COLUMNS))
-            y = 0 if direction == DOWN else int(rng.choice([0, 1]))
-            notes.append(Note(float(beat), x, y, color, direction))
-        hand = 1 - hands[-1]
-    return notes
+    return _notes_on(beats, expert, rng)
 
 
 def synth_level(index: int, seed: int = 0, bars: int = 16, hard: bool = False) -> tuple[dict[str, bytes], Level]:
