@@ -152,3 +152,17 @@ def test_split_is_by_song_and_seeded():
     assert len(val_songs) == 2 and not train_songs & val_songs and train_songs | val_songs == set(songs)
     assert train.split_songs(songs, 0.1, seed=1) == (train_songs, val_songs)
     assert train.split_songs(songs[:1], 0.5, seed=1) == (set(songs[:1]), set())  # never leaves training empty
+
+
+def test_time_limit_stops_training_once_the_budget_is_spent():
+    import time
+
+    from transformers import TrainerControl
+
+    limit, control = train.TimeLimit(max_minutes=0.05 / 60), TrainerControl()  # 50 ms
+    limit.on_train_begin(None, None, control)
+    limit.on_step_end(None, None, control)
+    assert not control.should_training_stop
+    time.sleep(0.1)
+    limit.on_step_end(None, None, control)
+    assert control.should_training_stop
