@@ -108,12 +108,11 @@ def playable(notes: Iterable[Note], bpm: float) -> tuple[list[Note], Counter]:
     a hand that would swing forehand (or backhand) twice in a row has its swing flipped
     to the opposite direction (a dot swings either way and keeps the hand alternating).
     """
-    kept, repairs, _ = repaired(notes, MIN_NOTE_SECONDS * bpm / 60)
-    return kept, repairs
+    return repaired(notes, MIN_NOTE_SECONDS * bpm / 60)
 
 
-def repaired(notes: Iterable[Note], first_beat: float = 0.0) -> tuple[list[Note], Counter, list[tuple[float, bool]]]:
-    """playable's repairs from first_beat on: (notes, repairs by kind, per swing (beat, parity flipped)).
+def repaired(notes: Iterable[Note], first_beat: float = 0.0) -> tuple[list[Note], Counter]:
+    """playable's repairs from first_beat on: (notes, repairs by kind).
 
     The scorecard counts a map's problems with the same definitions the repair pass uses.
     """
@@ -127,24 +126,22 @@ def repaired(notes: Iterable[Note], first_beat: float = 0.0) -> tuple[list[Note]
     for note in unique:
         by_slot.setdefault(_slot(note), note)
     repairs["cell collisions resolved"] = len(unique) - len(by_slot)
-    result, last_forehand, log = [], {}, []  # last_forehand: colour -> the hand's previous swing
+    result, last_forehand = [], {}  # last_forehand: colour -> the hand's previous swing
     for swing in swings(by_slot.values()):
         arrows = [n for n in swing if n.direction != DOT]
         direction = arrows[0].direction if arrows else DOT
         repairs["stack directions unified"] += sum(n.direction != direction for n in arrows)
         color = swing[0].color
         forehand = None if direction == DOT else direction in FOREHAND[color]
-        flipped = forehand is not None and last_forehand.get(color) == forehand
-        if flipped:
+        if forehand is not None and last_forehand.get(color) == forehand:
             direction, forehand = OPPOSITE[direction], not forehand
             repairs["parity flips"] += 1
         if forehand is None and color in last_forehand:
             forehand = not last_forehand[color]
         if forehand is not None:
             last_forehand[color] = forehand
-        log.append((swing[0].beat, flipped))
         result += [msgspec.structs.replace(n, direction=direction) if n.direction != DOT else n for n in swing]
-    return sorted(result), repairs, log
+    return sorted(result), repairs
 
 
 # ---------------------------------------------------------------- packaging
@@ -374,7 +371,7 @@ def playability(notes: Iterable[Note], bpm: float) -> dict[str, float]:
     """The repair pass's problems counted, not fixed: parity errors per swing (parity_log), cell
     collisions and notes whose direction disagrees with their stack."""
     notes = list(notes)
-    _, repairs, _ = repaired(notes)
+    _, repairs = repaired(notes)
     log = parity_log(notes, bpm)
     errors = sum(error for _, error in log)
     return {
@@ -453,7 +450,8 @@ def scorecard(
     duration = onsets.duration if onsets else (float(times[-1]) if len(times) else 0.0)
     song_beats = duration * bpm / 60
     card: dict = {"notes": len(notes), "nps": len(notes) / duration if duration else 0.0}
-    card |= {f"rhythm_{name}": float(share) for name, share in zip(RHYTHM_CLASSES, rhythm_profile(notes))}
+    profile = rhythm_profile(notes)
+    card |= {f"rhythm_{name}": float(share) for name, share in zip(RHYTHM_CLASSES, profile)}
     if onsets is not None:
         card |= listening(times, onsets.seconds, bpm, tolerance)
     card |= playability(notes, bpm) | variety(notes) | seams(notes, bpm, chunk_beats, song_beats)
@@ -462,7 +460,7 @@ def scorecard(
         reference_times = note_seconds(reference, reference_bpm)
         card |= timing_scores(times, reference_times, tolerance)
         card["density_ratio"] = len(notes) / len(reference) if reference else 0.0
-        profile_gap = np.abs(rhythm_profile(notes) - rhythm_profile(reference)).sum() / 2
+        profile_gap = np.abs(profile - rhythm_profile(reference)).sum() / 2
         card["rhythm_distance"] = float(profile_gap)  # total variation distance, 0 same .. 1 disjoint
         span = DENSITY_BEATS * 60 / reference_bpm
         bins = max(1, math.ceil(max(duration, float(reference_times[-1]) if len(reference_times) else 0) / span))
