@@ -123,6 +123,12 @@ class AudioTokenizer:
             codes.append(group_codes[:, :, drop:-drop].permute(1, 2, 0).reshape(-1, self.n_codebooks))
         return torch.cat(codes)[:n_frames].cpu().numpy().astype(np.int16)
 
+    def codebooks(self) -> torch.Tensor:
+        """[n_codebooks, 1024, 128] float32: the vector each code stands for (codebook 1 quantizes the
+        residual codebook 0 leaves)."""
+        layers = self.model.quantizer.layers[: self.n_codebooks]
+        return torch.stack([layer.codebook.embed.detach().float().cpu() for layer in layers])
+
     @torch.inference_mode()
     def decode(self, codes: np.ndarray | torch.Tensor) -> np.ndarray:
         """codes: [frames, n_codebooks] -> audio: [1, frames * 320] float32 at 24 kHz."""

@@ -105,6 +105,11 @@ def audio_tokens(codes: np.ndarray) -> np.ndarray:
     return (AUDIO.start + np.arange(CODEBOOKS) * CODEBOOK_SIZE + codes).reshape(-1)
 
 
+def audio_token_ids() -> np.ndarray:
+    """[2, 1024] int: the token id of code v of codebook q at [q, v]."""
+    return audio_tokens(np.arange(CODEBOOK_SIZE)[:, None].repeat(CODEBOOKS, 1)).reshape(CODEBOOK_SIZE, CODEBOOKS).T
+
+
 def token_names() -> list[str]:
     """A readable name for every id of the token space, in id order (for the saved tokenizer)."""
     notes = [f"<n x{x} y{y} c{c} d{d}>" for x, y, c, d in map(note_fields, range(NOTE.start, NOTE.stop))]

@@ -45,8 +45,18 @@ from data import (
     generated_notes,
     prompt_tokens,
 )
-from maps import Note
-from utils import OUTPUT_RATE, REPAIRS, cover_from_image, level_package, playable, write_level
+from maps import Note, atomic_file
+from utils import (
+    LIGHT_MODES,
+    OUTPUT_RATE,
+    REPAIRS,
+    cover_from_image,
+    level_package,
+    playable,
+    preview_path,
+    preview_png,
+    write_level,
+)
 
 EXIT_USAGE = 2
 MIN_SONG_SECONDS = 5.0
@@ -89,6 +99,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--dtype", choices=("auto", "float32", "bfloat16"), default="auto", help="auto: bfloat16 on CUDA, else float32"
     )
     parser.add_argument("--batch-size", type=int, default=16, help="windows decoded together")
+    parser.add_argument(
+        "--lights",
+        choices=LIGHT_MODES,
+        default="full",
+        help="lightshow: full (lasers, rings, laser speed, boosts), simple (centre and ring lights), none",
+    )
+    parser.add_argument(
+        "--preview", action="store_true", help="also write a PNG lane chart of the first 30 s beside the level"
+    )
     parser.add_argument("--cover", help="cover image (jpg/png); default: a generated one")
     parser.add_argument("--song-name", help="default: the file's title tag, else its name")
     parser.add_argument("--song-author", help="default: the file's artist tag")
@@ -273,11 +292,38 @@ def run(args: argparse.Namespace) -> int:
         cover = cover_from_image(args.cover) if args.cover else None
     except OSError as e:
         raise UsageError(f"{args.cover}: unreadable cover image ({e})") from None
+    name = args.song_name or title or Path(args.song).stem
+    generator = {
+        "checkpoint": Path(args.model).resolve().name,
+        "baseModel": info.get("base_model", ""),
+        "tokenSpaceVersion": info["token_space_version"],
+        "codec": codec["id"],
+        "seed": args.seed,
+        "temperature": args.temperature,
+        "topP": args.top_p,
+        "tempo": tempo.tracker,
+        "lights": args.lights,
+    }
     files = level_package(
-        notes, tempo.bpm, padded, args.song_name or title or Path(args.song).stem, args.song_author or artist, cover
+        notes,
+        tempo.bpm,
+        padded,
+        name,
+        args.song_author or artist,
+        cover,
+        lights=args.lights,
+        seed=args.seed,
+        generator=generator,
     )
     path = write_level(output_path(args), files)
-    print(f"wrote {path}")
+    print(f"wrote {path} (generated: declare it as AI-made when you upload it)")
+    if args.preview:
+        rate = 22050
+        png = preview_png(notes, tempo.bpm, soxr.resample(mono_padded, OUTPUT_RATE, rate), rate, title=name)
+        picture = preview_path(path)
+        with atomic_file(picture) as out:
+            out.write(png)
+        print(f"wrote {picture}")
     return 0
 
 

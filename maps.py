@@ -31,6 +31,7 @@ import msgspec
 
 GRID_COLUMNS = 4  # x 0..3, left to right
 GRID_ROWS = 3  # y 0..2, bottom to top
+DEFAULT_ENVIRONMENT = "DefaultEnvironment"  # "The First"; Info.dat's environment when it names none
 COLORS = 2  # 0 red (left saber), 1 blue (right saber)
 DIRECTIONS = 9  # 0 up, 1 down, 2 left, 3 right, 4 up-left, 5 up-right, 6 down-left, 7 down-right, 8 dot
 DOT = 8
@@ -81,6 +82,28 @@ class Chain(NamedTuple):
     squish: float
 
 
+class LightEvent(NamedTuple):
+    """A v3 basic beatmap event: at `beat`, event type `type` (which lights or which effect) takes
+    `value` (a light's colour and effect, a laser speed, ...) at `brightness` (light events' float)."""
+
+    beat: float
+    type: int
+    value: int
+    brightness: float = 1.0
+
+
+class BoostEvent(NamedTuple):
+    """A v3 colour boost event: from `beat` on, the environment uses its boost colour pair (or not)."""
+
+    beat: float
+    on: bool
+
+
+class Lightshow(NamedTuple):
+    lights: list[LightEvent]
+    boosts: list[BoostEvent]
+
+
 @dataclass
 class Difficulty:
     characteristic: str
@@ -119,6 +142,8 @@ class Level:
     info_version: str = ""
     difficulties: list[Difficulty] = field(default_factory=list)
     path: str = field(default="", compare=False)
+    environment: str = DEFAULT_ENVIRONMENT  # Info.dat's _environmentName (v4: the first environmentNames)
+    custom_data: dict = field(default_factory=dict)  # Info.dat's level-wide _customData (v2) / customData (v4)
 
 
 def on_grid(note: Note) -> bool:
@@ -306,6 +331,10 @@ def _mods(custom: Any, key: str) -> list[str]:
     return [v for v in values if isinstance(v, str)] if isinstance(values, list) else []
 
 
+def _custom(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
 def _parse_info(info: Any) -> Level:
     if not isinstance(info, dict):
         raise MapError("Info.dat: not a JSON object")
@@ -355,6 +384,8 @@ def _info_v2(info: dict, version: str) -> Level:
         preview_duration=_number(info, "_previewDuration"),
         info_version=version or "2.0.0",
         difficulties=difficulties,
+        environment=_text(info.get("_environmentName")) or DEFAULT_ENVIRONMENT,
+        custom_data=_custom(info.get("_customData")),
     )
 
 
@@ -389,6 +420,8 @@ def _info_v4(info: dict, version: str) -> Level:
         preview_duration=_number(audio, "previewDuration"),
         info_version=version,
         difficulties=difficulties,
+        environment=_text(next(iter(info.get("environmentNames") or []), None)) or DEFAULT_ENVIRONMENT,
+        custom_data=_custom(info.get("customData")),
     )
 
 
@@ -670,15 +703,19 @@ def _dumps(doc: dict) -> bytes:
     return msgspec.json.format(msgspec.json.encode(doc), indent=2)
 
 
-def difficulty_json(notes: Iterable[Note]) -> bytes:
-    """A v3.3.0 difficulty file holding these colour notes (sorted by beat) and nothing else."""
+def difficulty_json(notes: Iterable[Note], lights: Lightshow | None = None) -> bytes:
+    """A v3.3.0 difficulty file holding these colour notes (sorted by beat), the lightshow's basic and
+    colour boost events (sorted by beat) if given, and nothing else."""
     color_notes = [{"b": n.beat, "x": n.x, "y": n.y, "c": n.color, "d": n.direction, "a": 0} for n in sorted(notes)]
+    lights = lights or Lightshow([], [])
+    basic = [{"b": e.beat, "et": e.type, "i": e.value, "f": e.brightness} for e in sorted(lights.lights)]
+    boosts = [{"b": e.beat, "o": e.on} for e in sorted(lights.boosts)]
     empty_lists = (
-        "bpmEvents rotationEvents bombNotes obstacles sliders burstSliders waypoints basicBeatmapEvents "
-        "colorBoostBeatmapEvents lightColorEventBoxGroups lightRotationEventBoxGroups "
-        "lightTranslationEventBoxGroups vfxEventBoxGroups"
+        "bpmEvents rotationEvents bombNotes obstacles sliders burstSliders waypoints "
+        "lightColorEventBoxGroups lightRotationEventBoxGroups lightTranslationEventBoxGroups vfxEventBoxGroups"
     ).split()
     doc = {"version": "3.3.0", "colorNotes": color_notes, **{k: [] for k in empty_lists}}
+    doc |= {"basicBeatmapEvents": basic, "colorBoostBeatmapEvents": boosts}
     doc |= {
         "_fxEventsCollection": {"_fl": [], "_il": []},
         "basicEventTypesWithKeywords": {"d": []},
@@ -715,19 +752,23 @@ def info_json(level: Level) -> bytes:
             "_previewDuration": level.preview_duration,
             "_songFilename": level.song_filename,
             "_coverImageFilename": level.cover_filename,
-            "_environmentName": "DefaultEnvironment",
+            "_environmentName": level.environment,
             "_allDirectionsEnvironmentName": "GlassDesertEnvironment",
             "_songTimeOffset": level.song_time_offset,
             "_difficultyBeatmapSets": [
                 {"_beatmapCharacteristicName": name, "_difficultyBeatmaps": entries} for name, entries in groups.items()
             ],
         }
+        | ({"_customData": level.custom_data} if level.custom_data else {})
     )
 
 
-def level_files(level: Level) -> dict[str, bytes]:
-    """{file name: bytes} of the level's JSON: Info.dat + one v3.3.0 file per difficulty."""
-    return {"Info.dat": info_json(level)} | {d.filename: difficulty_json(d.notes) for d in level.difficulties}
+def level_files(level: Level, lights: Mapping[str, Lightshow] | None = None) -> dict[str, bytes]:
+    """{file name: bytes} of the level's JSON: Info.dat + one v3.3.0 file per difficulty, with that
+    difficulty's lightshow where `lights` ({difficulty name: lightshow}) has one."""
+    lights = lights or {}
+    files = {d.filename: difficulty_json(d.notes, lights.get(d.difficulty)) for d in level.difficulties}
+    return {"Info.dat": info_json(level)} | files
 
 
 # ---------------------------------------------------------------- training corpus

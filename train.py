@@ -52,6 +52,7 @@ from data import (  # noqa: E402
     VOCAB_SIZE,
     BeatDataset,
     audio_masking_collator,
+    audio_token_ids,
     build_tokenizer,
     generated_notes,
 )
@@ -124,6 +125,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="passed to Unsloth as the source spec does; with full fine-tuning Unsloth turns 4-bit off "
         "and trains in bf16",
     )
+    model.add_argument(
+        "--codec-embeddings",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="start each audio token's embedding from its code's codec vector (randomly projected), so codes "
+        "that sound alike start alike; never applied to a model that already maps (has automapper.json)",
+    )
     data = p.add_argument_group("data")
     data.add_argument(
         "--codec-weights", default=ENCODEC_WEIGHTS, help="Encodec weights: hub id, local dir, or 'random' (test mode)"
@@ -187,6 +195,28 @@ def load_model(args: argparse.Namespace) -> tuple[torch.nn.Module, str]:
         return model, f"{base_model(args)}, Unsloth"
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     return model, f"{base_model(args)}, transformers on {'cuda' if cuda else 'cpu'}"
+
+
+def seed_audio_embeddings(model: torch.nn.Module, codebooks: torch.Tensor, seed: int) -> None:
+    """Overwrite the audio tokens' embedding rows with their codec vectors, standardized per codebook and
+    sent through a fixed random projection (near-isometric: distances between codes carry over) at the
+    scale of the model's own rows. codebooks: [2, 1024, 128], the codec's vector per code."""
+    weight = model.get_input_embeddings().weight  # [vocab, hidden]; tied to the LM head, whose audio rows no label uses
+    ids = torch.as_tensor(audio_token_ids())  # [2, 1024]
+    generator = torch.Generator().manual_seed(seed)
+    scale = weight.detach().float().std()
+    with torch.no_grad():
+        for book, rows in zip(codebooks, ids):
+            centred = book - book.mean(0)  # [1024, 128]; the shared offset would dominate
+            standard = centred / centred.std()
+            projection = torch.randn(book.shape[1], weight.shape[1], generator=generator) / book.shape[1] ** 0.5
+            weight[rows.to(weight.device)] = (standard @ projection * scale).to(weight.device, weight.dtype)
+
+
+def maps_already(args: argparse.Namespace) -> bool:
+    """Whether --model is an automapper checkpoint (its audio embeddings are trained)."""
+    built_here = args.tiny or args.small or args.init == "scratch"
+    return not built_here and (Path(args.model) / "automapper.json").exists()
 
 
 def base_model(args: argparse.Namespace) -> str:
@@ -478,6 +508,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"cannot load model {args.model!r} ({str(e).splitlines()[0]}). Download it once while online "
                 f"(huggingface-cli download {args.model}), pass a local directory, or use --init scratch"
             ) from None
+        if args.codec_embeddings and not maps_already(args):
+            seed_audio_embeddings(model, info["codec"].codebooks(), args.seed)
+            how += ", audio embeddings from the codec"
         print(f"training: {how}; {len(train)} train chunks, {len(val) if val else 0} validation chunks", flush=True)
         trainer = build_trainer(args, model, train, val)
         trainer.train(resume_from_checkpoint=args.resume or None)

@@ -18,6 +18,7 @@ import sys
 import zipfile
 from collections import Counter
 from collections.abc import Iterable
+from itertools import groupby
 from pathlib import Path
 from typing import NamedTuple
 
@@ -26,7 +27,21 @@ import numpy as np
 
 from audio import ogg_vorbis
 from data import PPQ
-from maps import DOT, Difficulty, Level, Note, atomic_file, level_files, on_grid
+from maps import (
+    DEFAULT_ENVIRONMENT,
+    DOT,
+    GRID_COLUMNS,
+    GRID_ROWS,
+    BoostEvent,
+    Difficulty,
+    Level,
+    LightEvent,
+    Lightshow,
+    Note,
+    atomic_file,
+    level_files,
+    on_grid,
+)
 
 OFF_GRID_TOLERANCE = 0.05  # ticks; 3-decimal beats in map files are within 0.025 of the grid
 
@@ -151,6 +166,8 @@ NJS_OFFSET = 0.0
 OUTPUT_RATE = 44100  # song.egg: Ogg Vorbis at 44.1 kHz
 PREVIEW_SECONDS = 10.0
 COVER_SIZE = 512
+TOOL = "beat-saber-automapper"
+GENERATED_BY = f"{TOOL} (AI-generated)"  # _levelAuthorName of every generated level: BeatSaver asks to declare AI maps
 
 
 def cover_jpeg(title: str) -> bytes:
@@ -198,10 +215,14 @@ def level_package(
     song_name: str,
     song_author: str,
     cover: bytes | None = None,
-    mapper: str = "automapper",
+    mapper: str = GENERATED_BY,
+    lights: str = "full",
+    seed: int = 0,
+    generator: dict | None = None,
 ) -> dict[str, bytes]:
-    """{file name: bytes} of a level Beat Saber loads as is: Info.dat (v2.1.0), one v3.3.0
-    Standard difficulty file per entry of notes ({difficulty name: notes}), song.egg, cover.jpg.
+    """{file name: bytes} of a level Beat Saber loads as is: Info.dat (v2.1.0, DefaultEnvironment, with
+    `generator` as its _customData._generator), one v3.3.0 Standard difficulty file per entry of notes
+    ({difficulty name: notes}) with its lightshow (`lights`: full, simple or none), song.egg, cover.jpg.
 
     song: [n] or [n, channels] float at OUTPUT_RATE, beat 0 on its first sample.
     """
@@ -222,9 +243,21 @@ def level_package(
             )
             for name in notes
         ],
+        environment=ENVIRONMENT,
+        custom_data=generated_custom_data(generator) if generator is not None else {},
     )
+    mono = song.reshape(len(song), -1).mean(axis=1)  # [n]
+    loudness = bar_loudness(mono, OUTPUT_RATE, bpm)  # [bars] dB
+    shows = {name: lightshow(notes[name], bpm, loudness, seconds * bpm / 60, lights, seed) for name in notes}
     cover = cover if cover is not None else cover_jpeg(song_name)
-    return level_files(level) | {"song.egg": ogg_vorbis(song, OUTPUT_RATE), "cover.jpg": cover}
+    return level_files(level, shows) | {"song.egg": ogg_vorbis(song, OUTPUT_RATE), "cover.jpg": cover}
+
+
+def generated_custom_data(generator: dict) -> dict:
+    """Info.dat's _customData for a generated level: the editor convention's _editors entry naming the tool,
+    and _generator holding what made it (tool, checkpoint, base model, token space, seed, sampling)."""
+    tool = {"tool": TOOL, "aiGenerated": True} | generator
+    return {"_editors": {"_lastEditedBy": TOOL, TOOL: {"aiGenerated": True}}, "_generator": tool}
 
 
 def write_level(path: str | os.PathLike, files: dict[str, bytes]) -> Path:
@@ -239,6 +272,248 @@ def write_level(path: str | os.PathLike, files: dict[str, bytes]) -> Path:
         with atomic_file(path / name) as out:
             out.write(data)
     return path
+
+
+# ---------------------------------------------------------------- lightshow
+
+ENVIRONMENT = DEFAULT_ENVIRONMENT  # "The First": it documents every event type below (bsmg wiki, basic lighting)
+# its basic event types (v3 `et`): five light groups, two triggers (value unused), two laser speeds
+BACK_LASERS, RING_LIGHTS, LEFT_LASERS, RIGHT_LASERS, CENTER_LIGHTS = 0, 1, 2, 3, 4
+LIGHT_TYPES = (BACK_LASERS, RING_LIGHTS, LEFT_LASERS, RIGHT_LASERS, CENTER_LIGHTS)
+RING_SPIN, RING_ZOOM = 8, 9
+LEFT_LASER_SPEED, RIGHT_LASER_SPEED = 12, 13  # value 0 (still) .. 20 (very fast)
+EVENT_TYPES = (*LIGHT_TYPES, RING_SPIN, RING_ZOOM, LEFT_LASER_SPEED, RIGHT_LASER_SPEED)
+# light values: 0 off; then on, flash, fade (to black), transition, in the secondary colour (1-4, blue
+# here) and the primary one (5-8, red); 9-12 (white) are left out
+LIGHT_OFF = 0
+ON, FLASH, FADE, TRANSITION = range(4)
+MAX_LIGHT_VALUE = 8
+MAX_LASER_SPEED = 8
+LIGHT_MODES = ("full", "simple", "none")
+PHRASE_BARS = 8  # the colours swap and the rings zoom every 8 bars
+LIGHT_GAP_BEATS = 0.25  # a light group fires at most once per 1/4 beat for the notes: never a strobe
+QUIET_DB = 12.0  # a bar this far below the song's median loudness is a quiet passage: lights dim or off
+LOUD_QUANTILE = 0.8  # bars at least this loud, and LOUD_DB above the median, get the boost colours
+LOUD_DB = 3.0
+DIM = 0.4  # brightness of the centre lights in quiet passages
+AFTER_LAST_NOTE_BEATS = 4  # the stage goes dark this long after the last note
+
+
+def light_value(effect: int, color: int) -> int:
+    """A light event's value: effect ON/FLASH/FADE/TRANSITION in colour 0 (secondary) or 1 (primary)."""
+    return 1 + 4 * color + effect
+
+
+def bar_loudness(mono: np.ndarray, rate: int, bpm: float) -> np.ndarray:
+    """mono: [n] float, beat 0 on sample 0 -> [bars] float: each 4-beat bar's RMS level in dB."""
+    bar = max(1, round(BEATS_PER_BAR * 60 / bpm * rate))  # samples per bar
+    bars = max(1, math.ceil(len(mono) / bar))
+    padded = np.zeros(bars * bar)
+    padded[: len(mono)] = mono
+    return 20 * np.log10(np.sqrt(np.mean(padded.reshape(bars, bar) ** 2, axis=1)) + 1e-6)
+
+
+def lightshow(
+    notes: list[Note], bpm: float, loudness: np.ndarray, song_beats: float, mode: str = "full", seed: int = 0
+) -> Lightshow:
+    """Lights for DefaultEnvironment from a difficulty's notes and the song's loudness per bar
+    (`bar_loudness`), every event before `song_beats`; the same inputs and seed give the same show.
+
+    Dark (every light group off) from beat 0 until the first note. Then, bar by bar: the ring
+    lights pulse on each bar line, the colours swap every PHRASE_BARS bars; note times flash the
+    centre lights (on a whole beat or a cluster) or the laser on the notes' side, at most one
+    flash per group per LIGHT_GAP_BEATS. Quiet bars dim to the centre lights alone. "full" adds
+    ring spins on bar lines and zooms on phrases, back lasers on accented clusters, laser speed
+    following the bar's note density, and the boost colours in the loudest bars. Dark again
+    AFTER_LAST_NOTE_BEATS after the last note (or halfway to the song's end, if that comes sooner).
+    """
+    if mode == "none":
+        return Lightshow([], [])
+    events: dict[tuple[float, int], tuple[int, float]] = {}  # (beat, type) -> (value, brightness)
+
+    def put(beat: float, kind: int, value: int, brightness: float = 1.0) -> None:
+        if beat < song_beats:
+            events[(round(beat, 4), kind)] = (value, brightness if kind in LIGHT_TYPES else 0.0)
+
+    for kind in LIGHT_TYPES:
+        put(0.0, kind, LIGHT_OFF)
+    boosts = [BoostEvent(0.0, False)] if mode == "full" else []
+    if notes:
+        _bar_lights(notes, loudness, mode, int(np.random.default_rng(seed).integers(2)), put, boosts, song_beats)
+    lights = [LightEvent(beat, kind, value, f) for (beat, kind), (value, f) in sorted(events.items())]
+    return Lightshow(_without_strobes(lights), [b for b in boosts if b.beat < song_beats])
+
+
+def _bar_lights(
+    notes: list[Note], loudness: np.ndarray, mode: str, first_color: int, put, boosts: list, song_beats: float
+) -> None:
+    """The bar-line and note-time events of `lightshow` (through `put`), and the boosts (appended)."""
+    full = mode == "full"
+    first, last = min(n.beat for n in notes), max(n.beat for n in notes)
+    median = float(np.median(loudness))
+    quiet = loudness < median - QUIET_DB  # [bars] bool
+    loud = (loudness >= np.quantile(loudness, LOUD_QUANTILE)) & (loudness > median + LOUD_DB)
+    per_bar = Counter(int(n.beat // BEATS_PER_BAR) for n in notes)  # bar -> notes
+    speed, boosted = 0, False
+    for bar in range(int(first // BEATS_PER_BAR), int(last // BEATS_PER_BAR) + 1):
+        start = max(bar * BEATS_PER_BAR, first)
+        color = (first_color + bar // PHRASE_BARS) % 2
+        phrase = bar % PHRASE_BARS == 0 or start == first
+        if bar < len(quiet) and quiet[bar]:
+            for kind in LIGHT_TYPES:
+                put(start, kind, LIGHT_OFF)
+            put(start, CENTER_LIGHTS, light_value(TRANSITION, color), DIM)
+        else:
+            put(start, RING_LIGHTS, light_value(FADE, color))
+            if full:
+                put(start, RING_SPIN, 0)
+                if phrase:
+                    put(start, RING_ZOOM, 0)
+                    put(start, BACK_LASERS, light_value(ON, color))
+        if full:
+            new_speed = 0 if bar < len(quiet) and quiet[bar] else min(MAX_LASER_SPEED, 1 + per_bar[bar] // 2)
+            if new_speed != speed or phrase:
+                put(start, LEFT_LASER_SPEED, new_speed)
+                put(start, RIGHT_LASER_SPEED, new_speed)
+                speed = new_speed
+            is_loud = bar < len(loud) and bool(loud[bar])
+            if is_loud != boosted:
+                boosts.append(BoostEvent(float(start), is_loud))
+                boosted = is_loud
+    fired: dict[int, float] = {}  # light type -> beat of its last note flash
+    for beat, group in groupby(sorted(notes), key=lambda n: n.beat):
+        group = list(group)
+        bar = int(beat // BEATS_PER_BAR)
+        if bar < len(quiet) and quiet[bar]:
+            continue
+        color = (first_color + bar // PHRASE_BARS) % 2
+        accented = float(beat).is_integer() or len(group) > 1
+        flashes = [CENTER_LIGHTS] if accented else []
+        if full:
+            flashes += [LEFT_LASERS if n.color == 0 else RIGHT_LASERS for n in group if not accented][:1]
+            flashes += [BACK_LASERS] if accented and len(group) > 1 else []
+        for kind in flashes:
+            if beat - fired.get(kind, -math.inf) >= LIGHT_GAP_BEATS:
+                put(beat, kind, light_value(FLASH, color))
+                fired[kind] = beat
+    dark = min(last + AFTER_LAST_NOTE_BEATS, (last + song_beats) / 2)  # before the song ends in any case
+    for kind in LIGHT_TYPES:
+        put(dark, kind, LIGHT_OFF)
+    if boosted:
+        boosts.append(BoostEvent(dark, False))
+
+
+def _without_strobes(lights: list[LightEvent]) -> list[LightEvent]:
+    """lights (sorted by beat) less any light event closer than 1/8 beat after the last kept one of its type."""
+    kept, last = [], {}
+    for event in lights:
+        if event.type in LIGHT_TYPES and event.beat - last.get(event.type, -math.inf) < 1 / 8:
+            continue
+        last[event.type] = event.beat
+        kept.append(event)
+    return kept
+
+
+# ---------------------------------------------------------------- preview picture
+
+PREVIEW_WIDTH = 1200  # pixels of time axis
+LABEL_WIDTH = 90
+LANE_HEIGHT = 11  # one lane per grid cell: 12 lanes, top row first, columns left to right in each row
+ONSET_HEIGHT = 40
+PANEL_GAP = 14
+HEADER_HEIGHT = 36
+NOTE_RGB = ((235, 60, 70), (60, 130, 245))  # red (left saber), blue (right saber)
+# cut direction -> (dx, dy) in image coordinates (y grows downwards)
+ARROW = {0: (0, -1), 1: (0, 1), 2: (-1, 0), 3: (1, 0), 4: (-1, -1), 5: (1, -1), 6: (-1, 1), 7: (1, 1)}
+
+
+def preview_size(difficulties: int) -> tuple[int, int]:
+    """(width, height) in pixels of a preview with this many difficulty panels."""
+    panel = CELLS * LANE_HEIGHT + ONSET_HEIGHT + PANEL_GAP
+    return LABEL_WIDTH + PREVIEW_WIDTH, HEADER_HEIGHT + max(1, difficulties) * panel
+
+
+def preview_png(
+    notes: dict[str, list[Note]], bpm: float, samples: np.ndarray, rate: int, seconds: float = 30.0, title: str = ""
+) -> bytes:
+    """A PNG lane chart of the first `seconds` of a level: per difficulty ({name: notes}), the 12 grid
+    cells as lanes (top row first) with each note as an arrow in its cut direction (a dot for dot notes)
+    in its saber's colour, the song's onset strength under them, bar lines bright, beats faint.
+    samples: [n] mono float at `rate`, beat 0 on sample 0 (as the level's song)."""
+    import librosa
+    from PIL import Image, ImageDraw
+
+    width, height = preview_size(len(notes))
+    image = Image.new("RGB", (width, height), (18, 18, 24))
+    draw = ImageDraw.Draw(image)
+    draw.text((8, 7), f"{title}  {bpm:g} BPM  first {seconds:g} s".strip(), fill=(230, 230, 230))
+    hop = 512
+    strength = librosa.onset.onset_strength(y=samples.astype(np.float32), sr=rate, hop_length=hop)  # [frames]
+    strength = np.clip(
+        strength / max(float(np.percentile(strength, 99)), 1e-9), 0, 1
+    )  # one loud hit cannot flatten the rest
+    frames = strength[: int(seconds * rate / hop) + 1]
+
+    def x_of(second: float) -> float:
+        return LABEL_WIDTH + second / seconds * PREVIEW_WIDTH
+
+    beats = int(seconds * bpm / 60) + 1
+    panel = CELLS * LANE_HEIGHT + ONSET_HEIGHT + PANEL_GAP
+    for i, (name, chosen) in enumerate(notes.items()):
+        top = HEADER_HEIGHT + i * panel
+        bottom = top + CELLS * LANE_HEIGHT + ONSET_HEIGHT
+        draw.text((8, top + 4), f"{name}", fill=(230, 230, 230))
+        draw.text((8, top + 18), f"{len(chosen)} notes", fill=(150, 150, 160))
+        for row in range(GRID_ROWS):  # a darker band per grid row
+            y0 = top + row * GRID_COLUMNS * LANE_HEIGHT
+            shade = (30, 30, 40) if row % 2 == 0 else (38, 38, 50)
+            draw.rectangle((LABEL_WIDTH, y0, width, y0 + GRID_COLUMNS * LANE_HEIGHT - 1), fill=shade)
+        for beat in range(beats):
+            x = x_of(beat * 60 / bpm)
+            bar = beat % BEATS_PER_BAR == 0
+            draw.line((x, top, x, bottom), fill=(120, 120, 140) if bar else (55, 55, 70), width=1)
+        base = bottom  # the onset strength rises from the panel's bottom
+        curve = [(x_of(f * hop / rate), base - v * (ONSET_HEIGHT - 4)) for f, v in enumerate(frames)]
+        if len(curve) > 1:
+            draw.polygon([(curve[0][0], base), *curve, (curve[-1][0], base)], fill=(90, 170, 120))
+        for note in chosen:
+            second = note.beat * 60 / bpm
+            if not 0 <= second <= seconds or not on_grid(note):
+                continue
+            lane = (GRID_ROWS - 1 - note.y) * GRID_COLUMNS + note.x
+            cx, cy = x_of(second), top + lane * LANE_HEIGHT + LANE_HEIGHT / 2
+            color = NOTE_RGB[note.color]
+            r = LANE_HEIGHT / 2 - 1
+            if note.direction == DOT:
+                draw.ellipse((cx - r + 1, cy - r + 1, cx + r - 1, cy + r - 1), fill=color)
+                continue
+            dx, dy = ARROW[note.direction]
+            norm = math.hypot(dx, dy)
+            ux, uy = dx / norm, dy / norm  # the cut direction; the triangle's tip points along it
+            tip = (cx + ux * r, cy + uy * r)
+            left = (cx - ux * r - uy * r, cy - uy * r + ux * r)
+            right = (cx - ux * r + uy * r, cy - uy * r - ux * r)
+            draw.polygon([tip, left, right], fill=color)
+    for second in range(0, int(seconds) + 1, 5):  # time labels under the header
+        draw.text((x_of(second) + 2, HEADER_HEIGHT - 13), f"{second}s", fill=(150, 150, 160))
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def level_preview(level: Level, seconds: float = 30.0, difficulties: list[str] | None = None) -> bytes:
+    """preview_png of a loaded level (zip or folder): its Standard difficulties (or those named) and its song.
+    Raises MapError/AudioError when the song cannot be read, ValueError when no difficulty is left."""
+    from audio import load_audio
+    from maps import read_level_file
+
+    chosen = {d.difficulty: plain_notes(d) for d in level.difficulties if d.characteristic == "Standard"}
+    chosen = {k: v for k, v in chosen.items() if not difficulties or k in difficulties}
+    if not chosen:
+        raise ValueError(f"no Standard {' or '.join(difficulties or ['difficulty'])}")
+    rate = 22050
+    samples = load_audio(read_level_file(level.path, level.song_filename), rate, f"{level.path}:{level.song_filename}")
+    return preview_png(chosen, level.bpm, samples, rate, seconds, level.song_name)
 
 
 # ---------------------------------------------------------------- level zips
@@ -802,6 +1077,30 @@ def score_level(args: argparse.Namespace) -> int:
     return 0
 
 
+def preview_path(level: str | os.PathLike) -> Path:
+    """Where a level's preview goes by default: beside it, LEVEL.png for LEVEL.zip or a folder LEVEL
+    (never inside the level, so it is not uploaded with it)."""
+    level = Path(level)
+    return level.with_name((level.stem if level.suffix.lower() == ".zip" else level.name) + ".png")
+
+
+def preview_level(args: argparse.Namespace) -> int:
+    """utils.py preview: write the PNG; 0, or 2 with one line when the level or its song cannot be read."""
+    from audio import AudioError
+    from maps import MapError, load_level
+
+    try:
+        png = level_preview(load_level(args.level), args.seconds, args.difficulty)
+    except (MapError, AudioError, OSError, ValueError) as e:
+        print(f"utils.py preview: {args.level}: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else preview_path(args.level)
+    with atomic_file(out) as f:
+        f.write(png)
+    print(out)
+    return 0
+
+
 def _rounded(card: dict) -> dict:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in card.items()}
 
@@ -843,9 +1142,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     score.add_argument("--chunk-beats", type=int, default=64, help="window length whose seams are checked")
     score.add_argument("--json", action="store_true", help="one JSON object per difficulty per line")
+    preview = commands.add_parser(
+        "preview",
+        help="draw a level's notes over its song's onsets as a PNG",
+        description="A lane chart of a level (zip or folder, human or generated): per Standard difficulty, the "
+        "12 grid cells as lanes with each note as an arrow (or dot) in its saber's colour, the song's onset "
+        "strength under them and the bar lines marked. Shows at a glance whether the notes follow the music.",
+    )
+    preview.add_argument("level", metavar="LEVEL", help="level zip or folder")
+    preview.add_argument("--seconds", type=float, default=30.0, help="how much of the song (default 30)")
+    preview.add_argument("--difficulty", nargs="+", help="difficulties to draw (default: every Standard one)")
+    preview.add_argument("--out", help="PNG path (default: LEVEL.png beside the level)")
     args = parser.parse_args(argv)
     if args.command == "score":
         return score_level(args)
+    if args.command == "preview":
+        return preview_level(args)
     for path in write_synth_corpus(args.out_dir, args.songs, args.seed, args.bars, args.hard):
         print(path)
     return 0

@@ -79,8 +79,9 @@ def codec_report(train_zips: list[Path], held_out_zips: list[Path]) -> dict[str,
 
 
 def map_song(model_dir: Path, level_path: Path, out: Path) -> dict[str, list[Note]]:
-    """infer.py on a held-out song with its BPM (and beat 0 at 0 s) given -> {difficulty: notes}."""
+    """infer.py on a song with its BPM (and beat 0 at 0 s) given -> {difficulty: notes}."""
     level = load_level(level_path)
+    out.mkdir(parents=True, exist_ok=True)
     song = out / "song.egg"
     song.write_bytes(read_level_file(level_path, level.song_filename))
     argv = [str(song), "--model", str(model_dir), "--bpm", str(level.bpm), "--offset", "0"]
@@ -156,6 +157,7 @@ def main() -> int:
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--codec-embeddings", action=argparse.BooleanOptionalAction, default=True, help="train.py's flag")
     p.add_argument("--keep", help="keep the corpus and checkpoints in this folder")
     args = p.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -174,6 +176,7 @@ def main() -> int:
         argv += ["--lr-scheduler", "constant_with_warmup", "--warmup-steps", "30", "--max-steps", "100000"]
         argv += ["--max-minutes", str(args.train_minutes), "--no-gradient-checkpointing", "--optim", "adamw_torch"]
         argv += ["--logging-steps", "25", "--save-steps", "1000000", "--seed", str(args.seed)]
+        argv += [] if args.codec_embeddings else ["--no-codec-embeddings"]
         train_start = time.monotonic()
         assert train.main(argv) == 0
         train_minutes = (time.monotonic() - train_start) / 60
@@ -189,6 +192,10 @@ def main() -> int:
             for name, maps in grid_baselines(path).items():
                 runs[name][path.stem] = maps
         scores = {name: score_maps(maps, truth) for name, maps in runs.items()}
+        # the trained model on songs it trained on: high here but low held out means it memorised
+        seen = train_zips[: args.held_out]
+        maps = {p.stem: map_song(model_dir, p, (root / "maps" / "seen" / p.stem)) for p in seen}
+        seen_scores = score_maps(maps, {p.stem: load_level(p) for p in seen})
 
     minutes = (time.monotonic() - start) / 60
     columns = [
@@ -202,7 +209,7 @@ def main() -> int:
         "f1 other windows",
     ]
     print(f"\n{'run':<12}" + "".join(f"{c:>18}" for c in columns))
-    for name, s in scores.items():
+    for name, s in [*scores.items(), ("seen songs", seen_scores)]:
         print(f"{name:<12}" + "".join(f"{s[c]:>18.3f}" for c in columns))
     baselines = {name: s["f1"] for name, s in scores.items() if name != "trained"}
     best = max((n for n in baselines if n != "untrained"), key=baselines.get)

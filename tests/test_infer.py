@@ -14,9 +14,9 @@ import infer
 import train
 from audio import create_audio_tokenizer, estimate_tempo, load_audio, ogg_vorbis
 from conftest import SHARED_MAPS, needs_shared
-from data import EOS, NOTE, NoteGrammar, generated_notes, note_tokens_error
+from data import EOS, NOTE, TOKEN_SPACE_VERSION, NoteGrammar, generated_notes, note_tokens_error
 from maps import MapError, Note, load_level
-from utils import synth_level, write_zip
+from utils import ENVIRONMENT, GENERATED_BY, TOOL, synth_level, write_zip
 
 CHUNK_BEATS = 8
 
@@ -149,8 +149,9 @@ def test_untrained_model_gives_a_playable_level_bsmap_loads(tmp_path, untrained,
     song, level = _synth_song(tmp_path, 4, bars=8, lead_silence=0.3)  # tempo estimated; silence gets padded
     out = tmp_path / "level.zip"
     args = ["--model", str(untrained), "--temperature", "1.0", "--difficulty", "Normal", "Expert", "ExpertPlus"]
-    assert infer.main([str(song), *args, "--output", str(out), "--song-author", "Someone"]) == 0
+    assert infer.main([str(song), *args, "--output", str(out), "--song-author", "Someone", "--preview"]) == 0
     assert "parity flips" in capsys.readouterr().out
+    assert (tmp_path / "level.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     result = load_level(out)
     assert abs(result.bpm / level.bpm - 1) < 0.002 and result.song_author == "Someone"
@@ -185,7 +186,22 @@ def test_untrained_model_gives_a_playable_level_bsmap_loads(tmp_path, untrained,
     beatmaps = {name: BeatSaberMapper.load_beatmap(str(folder / name)) for name in files}
     assert sorted(files) == sorted(n for n in names if n.endswith("Standard.dat"))
     assert sum(len(b.colorNotes) for b in beatmaps.values()) == notes
+    assert all(len(b.basicBeatmapEvents) > 10 for b in beatmaps.values())  # a lightshow per difficulty
     assert BeatSaberMapper.validate_map(info, beatmaps) == {}
+    # honest metadata: the author line says generated; _customData says by what and how
+    raw = json.loads((folder / "Info.dat").read_bytes())
+    assert raw["_levelAuthorName"] == GENERATED_BY and raw["_environmentName"] == ENVIRONMENT
+    generator = raw["_customData"]["_generator"]
+    assert set(generator) == {"tool", "aiGenerated", "checkpoint", "baseModel", "tokenSpaceVersion", "codec"} | {
+        "seed",
+        "temperature",
+        "topP",
+        "tempo",
+        "lights",
+    }
+    assert generator["aiGenerated"] is True and generator["tokenSpaceVersion"] == TOKEN_SPACE_VERSION
+    assert (generator["seed"], generator["temperature"], generator["lights"]) == (0, 1.0, "full")
+    assert generator["checkpoint"] == untrained.name and raw["_customData"]["_editors"]["_lastEditedBy"] == TOOL
 
 
 # ---------------------------------------------------------------- tempo

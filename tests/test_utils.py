@@ -1,4 +1,5 @@
-"""utils.py: arcs/chains folded into plain notes, the 48-PPQ grid, playability repairs."""
+"""utils.py: arcs/chains folded into plain notes, the 48-PPQ grid, playability repairs, the scorecard,
+the lightshow, the preview picture and a generated level's metadata."""
 
 import json
 import subprocess
@@ -8,14 +9,30 @@ import msgspec
 import numpy as np
 import pytest
 
+from audio import load_audio
 from conftest import ROOT, SHARED_MAPS, needs_shared
-from maps import DOT, Arc, Chain, Difficulty, Note, load_level
+from maps import DOT, Arc, Chain, Difficulty, Lightshow, Note, load_level
 from utils import (
+    CENTER_LIGHTS,
+    EVENT_TYPES,
+    GENERATED_BY,
+    LEFT_LASER_SPEED,
+    LIGHT_OFF,
+    LIGHT_TYPES,
+    MAX_LASER_SPEED,
+    MAX_LIGHT_VALUE,
+    OUTPUT_RATE,
+    RIGHT_LASER_SPEED,
+    RING_LIGHTS,
+    TOOL,
     grid_fit,
+    level_package,
+    lightshow,
     parity_log,
     plain_notes,
     playability,
     playable,
+    preview_size,
     rhythm_profile,
     scorecard,
     seams,
@@ -26,6 +43,7 @@ from utils import (
     variety,
     write_zip,
 )
+from utils import main as utils_main
 
 
 def _difficulty(notes=(), arcs=(), chains=()) -> Difficulty:
@@ -208,3 +226,121 @@ def test_score_cli_table_json_and_errors(tmp_path):
     (tmp_path / "broken.zip").write_bytes(b"not a zip")
     bad = subprocess.run([*run[:3], str(tmp_path / "broken.zip")], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "broken.zip" in bad.stderr
+
+
+# ---------------------------------------------------------------- lightshow, preview, metadata
+
+
+def _show(notes, loudness, beats=64.0, mode="full", seed=0):
+    return lightshow(notes, 120.0, np.asarray(loudness, dtype=float), beats, mode, seed)
+
+
+def _groove(beats: int, step: float = 1.0) -> list[Note]:
+    """A red/blue alternation every `step` beats from beat 4 on."""
+    return [Note(4 + i * step, 1 + i % 2, 0, i % 2, 1) for i in range(int((beats - 4) / step))]
+
+
+def test_lightshow_events_are_valid_sorted_dark_before_notes_and_never_strobe():
+    files, level = synth_level(3, bars=12, hard=True)
+    song_beats = (len(load_audio(files["song.egg"], 22050)) / 22050) * level.bpm / 60
+    for diff in level.difficulties:
+        notes = diff.notes
+        show = lightshow(notes, level.bpm, np.zeros(40) - 20, song_beats, "full", seed=1)
+        beats = [e.beat for e in show.lights]
+        assert beats == sorted(beats) and [b.beat for b in show.boosts] == sorted(b.beat for b in show.boosts)
+        assert max(beats) < song_beats and all(b.beat < song_beats for b in show.boosts)
+        first = min(n.beat for n in notes)
+        for e in show.lights:
+            assert e.type in EVENT_TYPES
+            if e.type in LIGHT_TYPES:
+                assert 0 <= e.value <= MAX_LIGHT_VALUE and 0 <= e.brightness <= 1
+            elif e.type in (LEFT_LASER_SPEED, RIGHT_LASER_SPEED):
+                assert 0 <= e.value <= MAX_LASER_SPEED
+            if e.beat < first:
+                assert e.type not in LIGHT_TYPES or e.value == LIGHT_OFF  # dark before the first note
+        assert {(e.beat, e.type) for e in show.lights if e.beat == 0} >= {(0.0, t) for t in LIGHT_TYPES}
+        for kind in LIGHT_TYPES:
+            times = np.array([e.beat for e in show.lights if e.type == kind])
+            assert (np.diff(times) >= 1 / 8).all()  # no strobe faster than 1/8 beat, ever
+            assert [e.value for e in show.lights if e.type == kind][-1] == LIGHT_OFF  # dark after the last note
+        assert len({e.type for e in show.lights}) == len(EVENT_TYPES)  # every documented type is used
+
+
+def test_lightshow_follows_density_loudness_and_phrases():
+    notes = _groove(64, 1.0)[:12] + _groove(64, 0.25)[60:]  # sparse bars 1-3, then 1/4-beat runs
+    loudness = [-20.0] * 16
+    loudness[6:8] = [-60.0, -60.0]  # bars 6-7: a quiet passage
+    loudness[10:12] = [-8.0, -8.0]  # bars 10-11: the loudest
+    show = _show(notes, loudness)
+    speed = {int(e.beat // 4): e.value for e in show.lights if e.type == LEFT_LASER_SPEED and e.beat > 0}
+    assert speed[1] < speed[5] and speed.get(6, 0) == 0  # faster lasers for denser bars; still when quiet
+    quiet = [e for e in show.lights if 24 <= e.beat < 32 and e.type in LIGHT_TYPES]
+    assert all(e.value == LIGHT_OFF or (e.type == CENTER_LIGHTS and e.brightness < 1) for e in quiet)
+    assert [(b.beat, b.on) for b in show.boosts][1:3] == [(40.0, True), (48.0, False)]
+    rings = {e.beat: e.value for e in show.lights if e.type == RING_LIGHTS and e.value != LIGHT_OFF}
+    assert (rings[20] - 1) // 4 != (rings[32] - 1) // 4  # the colour swaps at the 8-bar phrase (beat 32)
+
+
+def test_lightshow_modes_and_seed():
+    notes = _groove(64, 0.5)
+    loud = [-20.0] * 16
+    assert _show(notes, loud, seed=3) == _show(notes, loud, seed=3)
+    assert _show(notes, loud, mode="none") == Lightshow([], [])
+    simple = _show(notes, loud, mode="simple")
+    assert {e.type for e in simple.lights} <= {RING_LIGHTS, CENTER_LIGHTS, *LIGHT_TYPES} and not simple.boosts
+    assert {e.type for e in simple.lights if e.value != LIGHT_OFF} == {RING_LIGHTS, CENTER_LIGHTS}
+    assert len({tuple(_show(notes, loud, seed=seed).lights) for seed in range(8)}) > 1  # the seed picks colours
+
+
+def test_generated_level_declares_itself_and_carries_its_lights():
+    files, level = synth_level(0, bars=4)
+    song = load_audio(files["song.egg"], OUTPUT_RATE)
+    notes = {d.difficulty: d.notes for d in level.difficulties}
+    generator = {"checkpoint": "run1", "seed": 7, "temperature": 0.8}
+    package = level_package(notes, level.bpm, song, "Song", "Artist", generator=generator, seed=7)
+    info = json.loads(package["Info.dat"])
+    assert info["_levelAuthorName"] == GENERATED_BY and "AI-generated" in GENERATED_BY
+    assert info["_customData"]["_generator"] == {"tool": TOOL, "aiGenerated": True} | generator
+    expert = json.loads(package["ExpertStandard.dat"])
+    assert expert["basicBeatmapEvents"] and expert["colorBoostBeatmapEvents"][0] == {"b": 0.0, "o": False}
+    read = load_level(package)
+    assert read.custom_data == info["_customData"] and read.mapper == GENERATED_BY
+    dark = level_package(notes, level.bpm, song, "Song", "Artist", lights="none")
+    assert json.loads(dark["ExpertStandard.dat"])["basicBeatmapEvents"] == []
+
+
+@needs_shared
+def test_preview_of_a_human_map_is_drawn(tmp_path):
+    level_dir = SHARED_MAPS / "newember_open_door"
+    out = tmp_path / "p.png"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "utils.py"), "preview", str(level_dir), "--seconds", "20", "--out", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    from PIL import Image
+
+    with Image.open(out) as image:
+        pixels = np.asarray(image.convert("RGB")).astype(int)
+        difficulties = [d for d in load_level(level_dir).difficulties if d.characteristic == "Standard"]
+        assert image.size == preview_size(len(difficulties))
+    red = (pixels[..., 0] > 200) & (pixels[..., 1] < 90)
+    blue = (pixels[..., 2] > 200) & (pixels[..., 0] < 90)
+    assert red.sum() > 200 and blue.sum() > 200  # notes of both sabers are drawn
+    assert pixels.std() > 10  # not blank
+
+
+def test_preview_of_a_synthetic_level_and_bad_input(tmp_path):
+    files, level = synth_level(1, bars=4)
+    write_zip(tmp_path / "s.zip", files)
+    assert utils_main(["preview", str(tmp_path / "s.zip")]) == 0
+    from PIL import Image
+
+    with Image.open(tmp_path / "s.png") as image:
+        assert image.size == preview_size(2) and np.asarray(image).std() > 10
+    (tmp_path / "bad.zip").write_bytes(b"not a zip")
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "utils.py"), "preview", str(tmp_path / "bad.zip")], capture_output=True, text=True
+    )
+    assert run.returncode == 2 and run.stderr.count("\n") == 1 and "bad.zip" in run.stderr
