@@ -11,7 +11,7 @@ import torch
 
 import train
 from conftest import ROOT, level_dict, zip_bytes
-from data import AUDIO, DIFFICULTY, EOS, NOTE, NOTES_START, SPECIAL, TIME, audio_masking_collator
+from data import AUDIO, DIFFICULTY, EOS, NOTE, NOTES_START, SPECIAL, TIME, audio_masking_collator, audio_token_ids
 from utils import synth_level, write_synth_corpus, write_zip
 
 
@@ -166,3 +166,34 @@ def test_time_limit_stops_training_once_the_budget_is_spent():
     time.sleep(0.1)
     limit.on_step_end(None, None, control)
     assert control.should_training_stop
+
+
+def test_audio_embeddings_start_from_the_codec_vectors(tmp_path):
+    model, _ = train.load_model(train.parse_args(["--data", "-", "--tiny"]))
+    weight = model.get_input_embeddings().weight
+    before = weight.detach().clone()
+    g = torch.Generator().manual_seed(0)
+    # codes in 8 families of alike sounds, around a shared offset
+    books = torch.randn(2, 8, 128, generator=g)[:, torch.arange(1024) % 8] + 0.3 * torch.randn(
+        2, 1024, 128, generator=g
+    )
+    books = books * 0.01 + 0.5
+    train.seed_audio_embeddings(model, books, seed=0)
+    ids = torch.as_tensor(audio_token_ids())  # [2, 1024]
+    audio = torch.zeros(len(weight), dtype=torch.bool)
+    audio[ids.reshape(-1)] = True
+    assert torch.equal(weight[~audio], before[~audio])  # only the audio rows move
+    for q in range(2):
+        rows = weight[ids[q]].detach()
+        assert abs(rows.std() / before.std() - 1) < 0.1  # at the model's own scale
+        # distances between codes carry over: the pairwise distances correlate with the codebook's
+        centred = books[q] - books[q].mean(0)
+        pairs = torch.randint(0, 1024, (2, 2000), generator=torch.Generator().manual_seed(1))
+        ours = (rows[pairs[0]] - rows[pairs[1]]).norm(dim=1)
+        theirs = (centred[pairs[0]] - centred[pairs[1]]).norm(dim=1)
+        assert np.corrcoef(ours.numpy(), theirs.numpy())[0, 1] > 0.8
+    trained = tmp_path / "trained"
+    trained.mkdir()
+    (trained / "automapper.json").write_text("{}")
+    assert train.maps_already(train.parse_args(["--data", "-", "--model", str(trained)]))
+    assert not train.maps_already(train.parse_args(["--data", "-", "--model", str(trained), "--init", "scratch"]))
