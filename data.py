@@ -392,11 +392,12 @@ class BeatDataset(torch.utils.data.Dataset):
         seed: int = 3407,
         songs: Iterable[str] | None = None,
         progress: bool = True,
+        verbose: bool = True,
     ):
         if not 0 < chunk_beats <= MAX_CHUNK_BEATS:
             raise ValueError(f"chunk_beats must be in 1..{MAX_CHUNK_BEATS}, not {chunk_beats}")
         self.chunk_beats, self.max_seq_length, self.max_empty_share = chunk_beats, max_seq_length, max_empty_share
-        self.seed, self.progress = seed, progress
+        self.seed, self.progress, self.verbose = seed, progress, verbose
         self.tokenizer = tokenizer
         self.frame_rate = tokenizer.frame_rate
         self.cache = CodesCache(cache_dir, tokenizer.id, tokenizer.n_codebooks)
@@ -411,6 +412,7 @@ class BeatDataset(torch.utils.data.Dataset):
                 self.skipped["unknown difficulty name"] += 1
                 continue
             self.items.append(_item(base[i][0], characteristic, difficulty, song_hash))
+        self.encoded = 0  # songs this process encoded (the rest came from the cache)
         self.frames = precache(self)  # song hash -> frames in the cache
         kept = [item for item in self.items if item.song_hash in self.frames]
         if len(kept) < len(self.items):
@@ -472,8 +474,9 @@ def precache(dataset: BeatDataset) -> dict[str, int]:
     """Encode every song of the dataset not yet in its cache; returns {song hash: frames}.
 
     Runs in the calling process with a progress bar (on CUDA the tokenizer batches each
-    song's segments). A song that cannot be read is reported in one line and left out;
-    a truncated or corrupt cache file is encoded again.
+    song's segments). A song that cannot be read is reported in one line (verbose) and left
+    out; a truncated or corrupt cache file is encoded again. Counts its encodes in
+    dataset.encoded.
     """
     songs = {item.song_hash: item for item in dataset.items}
     frames, missing = {}, []
@@ -490,10 +493,12 @@ def precache(dataset: BeatDataset) -> dict[str, int]:
             song = read_level_file(item.level_path, item.song_filename)
             samples = load_audio(song, dataset.tokenizer.sample_rate, name)
         except (AudioError, MapError) as e:
-            print(f"skipped {e}", file=sys.stderr)
+            if dataset.verbose:
+                print(f"skipped {e}", file=sys.stderr)
             continue
         codes = dataset.tokenizer.encode(samples[None])  # [frames, 2] int16, 75 frames/s
         dataset.cache.save(song_hash, codes)
+        dataset.encoded += 1
         frames[song_hash] = len(codes)
     _mapped_codes.cache_clear()  # files may have been replaced
     return frames

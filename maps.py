@@ -818,12 +818,17 @@ class ZippedBeatSaberDataset:
     The directory is indexed once (progress bar): every level read and each difficulty
     judged by rejection(). The index is kept in cache_dir and reused for every level
     whose size and modification time are unchanged. A summary of rejections by reason
-    is printed, and one line for each level that cannot be read.
+    is printed, and one line for each level that cannot be read (verbose; the other
+    processes of a multi-process run stay quiet).
     items: [(level path, characteristic, difficulty)]; dataset[i] -> (Level, characteristic, difficulty).
     """
 
     def __init__(
-        self, directory: str | os.PathLike, cache_dir: str | os.PathLike | None = "cache", progress: bool = True
+        self,
+        directory: str | os.PathLike,
+        cache_dir: str | os.PathLike | None = "cache",
+        progress: bool = True,
+        verbose: bool = True,
     ):
         from tqdm import tqdm
 
@@ -839,7 +844,8 @@ class ZippedBeatSaberDataset:
             name = str(path.relative_to(self.directory))
             entry = known.get(name)
             entries[name] = entry if entry is not None and tuple(entry.stamp) == _stamp(path) else judge_level(path)
-        self._save_index(entries)
+        if entries != known:
+            self._save_index(entries)
 
         self.items: list[tuple[str, str, str]] = []
         self.song_hashes: dict[str, str] = {}  # level path -> sha1 of its song
@@ -847,8 +853,9 @@ class ZippedBeatSaberDataset:
         for name, entry in sorted(entries.items()):
             path = str(self.directory / name)
             if entry.error:
-                print(f"skipped {path}: {entry.error}", file=sys.stderr)
                 self.rejections["unreadable level"] += 1
+                if verbose:
+                    print(f"skipped {path}: {entry.error}", file=sys.stderr)
             for characteristic, difficulty, reason in entry.difficulties:
                 if reason:
                     self.rejections[reason] += 1
@@ -856,7 +863,8 @@ class ZippedBeatSaberDataset:
                     self.items.append((path, characteristic, difficulty))
                     self.song_hashes[path] = entry.song_hash
         self.levels = len(entries)
-        print(self.summary(), file=sys.stderr)
+        if verbose:
+            print(self.summary(), file=sys.stderr)
 
     def summary(self) -> str:
         lines = [f"{len(self.items)} trainable difficulties in {len(self.song_hashes)} of {self.levels} levels"]

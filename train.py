@@ -15,6 +15,7 @@ import argparse
 import importlib.util
 import json
 import math
+import os
 import sys
 import time
 from collections import Counter
@@ -23,11 +24,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+# set by torchrun and accelerate launch (one process per GPU, on one machine or several)
+PROCESSES = int(os.environ.get("WORLD_SIZE", "1"))
+RANK = int(os.environ.get("RANK", "0"))
+
 
 def _unsloth():
-    """The unsloth module when it can be used (CUDA present, package installed), else None.
+    """The unsloth module when it can be used (CUDA present, package installed, one process), else None.
     It must be imported before transformers and trl so that its patches apply."""
     if not torch.cuda.is_available():
+        return None
+    if PROCESSES > 1:  # Unsloth's open-source build trains on one GPU
+        if RANK == 0:
+            print(f"{PROCESSES} processes: training through plain transformers (DDP), not Unsloth", file=sys.stderr)
         return None
     try:
         import unsloth
@@ -291,7 +300,10 @@ class TimeLimit(TrainerCallback):
         self.start = time.monotonic()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if time.monotonic() - self.start > self.seconds:
+        over = torch.tensor(float(time.monotonic() - self.start > self.seconds))
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(over, op=torch.distributed.ReduceOp.MAX)  # every process stops together
+        if over.item():
             control.should_training_stop = True
 
 
@@ -305,12 +317,13 @@ class EpochCallback(TrainerCallback):
         self.beats.set_epoch(int(state.epoch or 0))
 
 
-def build_datasets(args: argparse.Namespace) -> tuple[BeatDataset, BeatDataset | None, dict]:
-    """(train chunks, validation chunks or None, data summary for automapper.json)."""
+def build_datasets(args: argparse.Namespace, main: bool = True) -> tuple[BeatDataset, BeatDataset | None, dict]:
+    """(train chunks, validation chunks or None, data summary for automapper.json). Only the main
+    process (main) shows progress and reports skipped levels and songs."""
     if not Path(args.data).is_dir():
         raise UsageError(f"no data folder at {args.data} (collect maps with scrape.py, or try: python utils.py synth)")
     try:
-        base = ZippedBeatSaberDataset(args.data, cache_dir=args.cache_dir)
+        base = ZippedBeatSaberDataset(args.data, cache_dir=args.cache_dir, progress=main, verbose=main)
         codec = create_audio_tokenizer(weights=args.codec_weights)
     except (MapError, AudioError) as e:
         raise UsageError(str(e)) from None
@@ -323,6 +336,8 @@ def build_datasets(args: argparse.Namespace) -> tuple[BeatDataset, BeatDataset |
         max_empty_share=args.max_empty_share,
         cache_dir=args.cache_dir,
         seed=args.seed,
+        progress=main,
+        verbose=main,
     )
     train = BeatDataset(base, codec, songs=train_songs, **common)
     val = BeatDataset(base, codec, songs=val_songs, **common) if val_songs else None
@@ -365,18 +380,39 @@ class NoteTrainer(SFTTrainer):
             self.last_map_eval = figures
         return metrics
 
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        if checkpoint is None or self.args.world_size == 1 or self.args.device.type != "cpu":
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        # several CPU processes: transformers maps the optimizer state to args.device, "cpu:0", which
+        # torch.load cannot restore to; "cpu" is the same place
+        load = torch.load
+        try:
+            torch.load = lambda *args, **kwargs: load(*args, **kwargs | {"map_location": "cpu"})
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        finally:
+            torch.load = load
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if FUSED_LM_HEAD:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        # hidden: [batch, n, hidden]; the prediction for token t is made at t - 1
-        hidden = model.get_decoder()(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])[0]
+        # the prediction for token t is made at t - 1: targets [batch, n - 1] line up with positions 0..n-2
         targets = inputs["labels"][:, 1:]
-        mask = targets != -100
-        # logits only where a label is: [labelled tokens, vocab] (audio positions are ~95% of a sequence)
-        logits = model.get_output_embeddings()(hidden[:, :-1][mask]).float()
-        labelled = targets[mask]
+        positions = (targets != -100).any(dim=0).nonzero().squeeze(1)  # [k]: positions some row labels
+        # logits only there (audio positions are ~95% of a sequence), through the model's own forward so
+        # that DDP syncs the gradients: [batch, k, vocab]
+        out = model(
+            input_ids=inputs["input_ids"],
+            attention_mask=inputs["attention_mask"],
+            logits_to_keep=positions,
+            use_cache=False,
+        )
+        labelled = targets[:, positions]  # [batch, k]
+        logits, labelled = out.logits.float()[labelled != -100], labelled[labelled != -100]
         loss = torch.nn.functional.cross_entropy(logits, labelled, reduction="sum")
         loss = loss / (num_items_in_batch if num_items_in_batch is not None else max(len(labelled), 1))
+        if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+            # num_items_in_batch counts every process's labels and DDP averages gradients: as Trainer does
+            loss = loss * self.accelerator.num_processes
         mode = "train" if model.training else "eval"
         correct = (logits.argmax(-1) == labelled).sum().item()
         self._metrics[mode]["mean_token_accuracy"].append(correct / max(len(labelled), 1))
@@ -456,6 +492,7 @@ def build_trainer(args, model, train: BeatDataset, val: BeatDataset | None) -> S
         remove_unused_columns=False,
         max_length=None,
         prediction_loss_only=True,
+        use_cpu=not torch.cuda.is_available(),  # so that several CPU processes run DDP over gloo
     )
     trainer = NoteTrainer(
         model=model,
@@ -498,9 +535,18 @@ def save_inference_files(output_dir: str | Path, info: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
     args = parse_args(argv)
+    # under torchrun / accelerate launch: this process among all (gloo on CPU, NCCL on GPUs); else the only one
+    state = PartialState(cpu=not torch.cuda.is_available())
+    main_process = state.is_main_process
     try:
-        train, val, info = build_datasets(args)
+        with state.main_process_first():  # the main process indexes and encodes; the others then read its cache
+            train, val, info = build_datasets(args, main_process)
+        # songs encoded by each process: [all, 0, 0 ...] on a first run, all 0 once cached
+        info["data"]["songs_encoded_by_process"] = gather_object([train.encoded + (val.encoded if val else 0)])
         try:
             model, how = load_model(args)
         except OSError as e:
@@ -511,11 +557,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.codec_embeddings and not maps_already(args):
             seed_audio_embeddings(model, info["codec"].codebooks(), args.seed)
             how += ", audio embeddings from the codec"
-        print(f"training: {how}; {len(train)} train chunks, {len(val) if val else 0} validation chunks", flush=True)
+        if main_process:
+            chunks = f"{len(train)} train chunks, {len(val) if val else 0} validation chunks"
+            batch = args.batch_size * args.grad_accum * state.num_processes
+            print(f"training: {how}; {chunks}; {state.num_processes} process(es), effective batch {batch}", flush=True)
         trainer = build_trainer(args, model, train, val)
         trainer.train(resume_from_checkpoint=args.resume or None)
     except UsageError as e:
-        print(f"train.py: {e}", file=sys.stderr)
+        if main_process:
+            print(f"train.py: {e}", file=sys.stderr)
         return EXIT_USAGE
     except torch.cuda.OutOfMemoryError:
         print(
@@ -529,7 +579,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"train.py: nothing to resume in {args.output_dir} ({e})", file=sys.stderr)
             return EXIT_USAGE
         raise
-    trainer.save_model(args.output_dir)
+    trainer.save_model(args.output_dir)  # writes on the main process only
+    if not trainer.is_world_process_zero():
+        return 0
     checkpoint = checkpoint_info(args, info["codec"], info["data"])
     if trainer.last_map_eval is not None:
         checkpoint["last_map_evaluation"] = {"step": trainer.state.global_step} | trainer.last_map_eval

@@ -197,3 +197,39 @@ def test_audio_embeddings_start_from_the_codec_vectors(tmp_path):
     (trained / "automapper.json").write_text("{}")
     assert train.maps_already(train.parse_args(["--data", "-", "--model", str(trained)]))
     assert not train.maps_already(train.parse_args(["--data", "-", "--model", str(trained), "--init", "scratch"]))
+
+
+def test_torchrun_two_processes_encode_once_log_once_save_once(tmp_path):
+    """Data-parallel on CPU (gloo): the main process encodes, the other reads its cache; one log line per
+    step, one saved model that reloads; checkpoints resume under the launcher."""
+    write_synth_corpus(tmp_path / "data", 3, seed=0, bars=4)
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    argv = [str(ROOT / "train.py"), "--data", str(tmp_path / "data"), "--tiny", "--codec-weights", "random"]
+    argv += ["--output-dir", str(out), "--cache-dir", str(cache), "--val-share", "0", "--chunk-beats", "8"]
+    argv += ["--batch-size", "1", "--grad-accum", "1", "--logging-steps", "1", "--save-steps", "2"]
+    argv += ["--optim", "adamw_torch", "--no-gradient-checkpointing", "--report-to", "none"]
+    env = os.environ | {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+    def run(*extra: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([*launcher, *argv, *extra], capture_output=True, text=True, env=env, timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    first = run("--max-steps", "4")
+    losses = [line for line in first.stdout.splitlines() if "'loss'" in line]
+    assert len(losses) == 4  # once per step, not per process
+    # the mean over both processes' labels, as one process would log it: ~ln(vocab) for random weights
+    assert abs(float(losses[0].split("'loss': '")[1].split("'")[0]) / np.log(train.TINY["vocab_size"]) - 1) < 0.1
+    assert first.stdout.count("training: tiny Qwen3") == 1 and "2 process(es), effective batch 2" in first.stdout
+    info = json.loads((out / "automapper.json").read_text())
+    assert info["data"]["songs_encoded_by_process"] == [3, 0]
+    assert len(list((cache / "codes").glob("*.npy"))) == 3
+    assert {p.name for p in out.glob("checkpoint-*")} == {"checkpoint-2", "checkpoint-4"}
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == train.TINY["num_hidden_layers"]
+
+    resumed = run("--max-steps", "6", "--resume")
+    assert sum("'loss'" in line for line in resumed.stdout.splitlines()) == 2  # steps 5 and 6 only
+    assert json.loads((out / "automapper.json").read_text())["data"]["songs_encoded_by_process"] == [0, 0]
