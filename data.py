@@ -28,7 +28,9 @@ from tqdm import tqdm
 from audio import AudioError, load_audio
 from maps import COLORS, DIFFICULTY_RANKS, DOT, GRID_COLUMNS, GRID_ROWS, MapError, atomic_file, read_level_file
 
-TOKEN_SPACE_VERSION = 3  # bump on any change below; checkpoints record it (3: time-token markers in the audio)
+# bump on any change below; checkpoints record it (3: time-token markers in the audio; 4: the notes walk
+# the marker grid, every 1/4- and 1/3-beat tick written with or without notes)
+TOKEN_SPACE_VERSION = 4
 
 PPQ = 48  # ticks per beat
 MAX_CHUNK_BEATS = 256  # the time range covers this many beats after a chunk's start
@@ -135,42 +137,67 @@ def build_tokenizer():
     )
 
 
-def encode_notes(notes: Iterable[ChunkNote]) -> list[int]:
-    """Chunk notes -> [time, type, time, type, ...] in canonical order: by tick, then by
-    note-type id; exact duplicates collapse to one."""
-    pairs = sorted({(time_token(tick), note_token(x, y, c, d)) for tick, x, y, c, d in notes})
-    return [token for pair in pairs for token in pair]
+def note_sequence(ticks: np.ndarray, types: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """A chunk's notes (ticks [n], type tokens [n]) on its marker grid (ticks [m]) -> the note tokens:
+    every tick of the grid or of a note once, in order, as its time token followed by the type tokens of
+    its notes (increasing; exact duplicates once). A grid tick without notes is its time token alone."""
+    ticks, types, grid = (np.asarray(a, dtype=np.int64).reshape(-1) for a in (ticks, types, grid))
+    # rows: (tick, 0 for the time token / 1 for a type, token id)
+    times = np.unique(np.concatenate([grid, ticks]))
+    rows = np.concatenate(
+        [
+            np.stack([times, np.zeros_like(times), TIME.start + times], 1),
+            np.stack([ticks, np.ones_like(ticks), types], 1),
+        ]
+    )
+    return np.unique(rows, axis=0)[:, 2]  # sorted by tick, time token first, then type ids
+
+
+def encode_notes(notes: Iterable[ChunkNote], grid: Iterable[int] = ()) -> list[int]:
+    """Chunk notes (tick, x, y, color, direction) on a marker grid of ticks -> note tokens (note_sequence)."""
+    pairs = [(tick, note_token(x, y, c, d)) for tick, x, y, c, d in notes]
+    ticks, types = zip(*pairs) if pairs else ((), ())
+    return note_sequence(np.array(ticks), np.array(types), np.array(list(grid))).tolist()
 
 
 def decode_notes(tokens: Sequence[int]) -> list[ChunkNote]:
-    """[time, type, ...] -> chunk notes; raises ValueError when the list is not pairs."""
-    if len(tokens) % 2:
-        raise ValueError(f"odd number of note tokens ({len(tokens)})")
-    return [(token_tick(t), *note_fields(n)) for t, n in zip(tokens[::2], tokens[1::2])]
+    """Note tokens -> chunk notes: each type token at the tick of the time token before it; raises
+    ValueError for a type token with no time token before it."""
+    notes, tick = [], None
+    for token in tokens:
+        if token in TIME:
+            tick = token_tick(token)
+        elif tick is None:
+            raise ValueError(f"note type {token} before any time token")
+        else:
+            notes.append((tick, *note_fields(token)))
+    return notes
 
 
 def note_tokens_error(tokens: Sequence[int], chunk_ticks: int = TIME.size) -> str | None:
     """Why a note-token list breaks the grammar, or None when it is valid.
 
-    Valid: time/type pairs; ticks inside the chunk and never decreasing; at one tick,
-    type ids strictly increasing; never the reserved direction.
+    Valid: time tokens inside the chunk, strictly increasing, each followed by zero or more note types
+    with strictly increasing ids; a note type only after a time token; never the reserved direction.
     """
-    if len(tokens) % 2:
-        return f"odd number of note tokens ({len(tokens)})"
-    previous = (-1, -1)
-    for i in range(0, len(tokens), 2):
-        time, note = tokens[i], tokens[i + 1]
-        if time not in TIME:
-            return f"position {i}: {time} is not a time token"
-        if note not in NOTE:
-            return f"position {i + 1}: {note} is not a note type"
-        if token_tick(time) >= chunk_ticks:
-            return f"position {i}: tick {token_tick(time)} is past the chunk end ({chunk_ticks})"
-        if note_fields(note)[3] == RESERVED_DIRECTION:
-            return f"position {i + 1}: reserved direction {RESERVED_DIRECTION}"
-        if (time, note) <= previous:
-            return f"position {i}: note out of canonical order or repeated"
-        previous = (time, note)
+    tick, last_type = -1, -1
+    for i, token in enumerate(tokens):
+        if token in TIME:
+            if token_tick(token) >= chunk_ticks:
+                return f"position {i}: tick {token_tick(token)} is past the chunk end ({chunk_ticks})"
+            if token_tick(token) <= tick:
+                return f"position {i}: tick {token_tick(token)} not after {tick}"
+            tick, last_type = token_tick(token), -1
+        elif token in NOTE:
+            if tick < 0:
+                return f"position {i}: note type before any time token"
+            if note_fields(token)[3] == RESERVED_DIRECTION:
+                return f"position {i}: reserved direction {RESERVED_DIRECTION}"
+            if token <= last_type:
+                return f"position {i}: note types out of canonical order or repeated"
+            last_type = token
+        else:
+            return f"position {i}: {token} is neither a time token nor a note type"
     return None
 
 
@@ -223,11 +250,11 @@ def prompt_tokens(codes: np.ndarray, difficulty: str, markers: Markers) -> np.nd
 
 
 def generated_notes(tokens: Sequence[int]) -> list[ChunkNote]:
-    """What the model wrote after the prompt -> chunk notes: up to EOS or PAD; a time token
-    left without its note type (the token budget ran out) is dropped."""
+    """What the model wrote after the prompt -> chunk notes, up to EOS or PAD (time tokens without
+    note types are the grid's empty ticks)."""
     tokens = list(tokens)
     end = next((i for i, t in enumerate(tokens) if t in (EOS, PAD)), len(tokens))
-    return decode_notes(tokens[: end - end % 2])
+    return decode_notes(tokens[:end])
 
 
 # note-type fields by offset in the note range: [240] int each
@@ -237,20 +264,22 @@ LAST_CELL = GRID_ROWS * GRID_COLUMNS - 1
 
 
 class NoteGrammar:
-    """A transformers LogitsProcessor that keeps every generated chunk valid note tokens.
+    """A transformers LogitsProcessor that keeps every generated chunk valid note tokens on its grid.
 
-    After DIFF_x or a note type: a time token at or after the previous tick and inside the
-    chunk, or EOS. After a time token: a note type. At one tick, note types increase, no
-    cell is used twice, and notes of one colour share a direction or are dots. Never the
-    reserved direction, never an id outside the token space. One instance serves one
-    generate() call over a batch of prompts of one (left-padded) length.
+    The grid is the time-marker ticks of each row's prompt. After DIFF_x the first grid tick; after a
+    time token or a note type: a note type allowed at this tick, or a later time token up to the next
+    grid tick (off-grid ticks between are allowed, skipping a grid tick is not), or EOS once the grid is
+    walked. At one tick, note types increase, no cell is used twice, and notes of one colour share a
+    direction or are dots. Never the reserved direction, never an id outside the token space. One
+    instance serves one generate() call over a batch of prompts of one (left-padded) length.
     """
 
     def __init__(self, prompt_length: int, chunk_ticks: Sequence[int]):
         self.prompt_length = prompt_length
         self.chunk_ticks = list(chunk_ticks)  # per row: ticks in its chunk (fewer for a song's last chunk)
         rows = len(self.chunk_ticks)
-        self.tick = [0] * rows  # per row: tick of the latest time token
+        self.grid: list[np.ndarray] = []  # per row: its prompt's marker ticks, sorted (read at the first call)
+        self.tick = [-1] * rows  # per row: tick of the latest time token, -1 before the first
         self.stack: list[list[int]] = [[] for _ in range(rows)]  # per row: note offsets written at that tick
         self.done = [False] * rows
 
@@ -258,8 +287,7 @@ class NoteGrammar:
         if token in (EOS, PAD):
             self.done[row] = True
         elif token in TIME:
-            if token_tick(token) != self.tick[row]:
-                self.stack[row] = []
+            self.stack[row] = []
             self.tick[row] = token_tick(token)
         elif token in NOTE:
             self.stack[row].append(token - NOTE.start)
@@ -279,23 +307,25 @@ class NoteGrammar:
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         # input_ids: [rows, prompt + generated so far]; scores: [rows, model vocab] logits of the next token
-        expects_type = [False] * len(self.chunk_ticks)
+        if not self.grid:
+            prompts = input_ids[:, : self.prompt_length].cpu().numpy()
+            grids = [np.unique(p[(p >= TIME.start) & (p < TIME.stop)]) - TIME.start for p in prompts]
+            self.grid = [grid[grid < ticks] for grid, ticks in zip(grids, self.chunk_ticks)]
         if input_ids.shape[1] > self.prompt_length:
             for row, token in enumerate(input_ids[:, -1].tolist()):
                 self._advance(row, token)
-                expects_type[row] = token in TIME
         allowed = np.zeros((len(self.chunk_ticks), scores.shape[1]), dtype=bool)  # [rows, model vocab]
         for row, chunk_ticks in enumerate(self.chunk_ticks):
             if self.done[row]:
                 allowed[row, EOS] = True
-            elif expects_type[row]:
+                continue
+            tick, grid = self.tick[row], self.grid[row]
+            if tick >= 0:
                 allowed[row, NOTE.start : NOTE.stop] = self._note_types(row)
-            else:
-                stack = self.stack[row]
-                same_tick_open = bool(stack) and int(_TYPE_CELL[stack[-1]]) < LAST_CELL
-                first = self.tick[row] + (0 if same_tick_open or not stack else 1)
-                allowed[row, TIME.start + first : TIME.start + chunk_ticks] = True
-                allowed[row, EOS] = True
+            later = grid[grid > tick]  # grid ticks still to write
+            last = min(int(later[0]), chunk_ticks - 1) if len(later) else chunk_ticks - 1
+            allowed[row, TIME.start + tick + 1 : TIME.start + last + 1] = True
+            allowed[row, EOS] = not len(later)
         return scores.masked_fill(~torch.from_numpy(allowed).to(scores.device), -math.inf)
 
 
@@ -444,7 +474,8 @@ class BeatDataset(torch.utils.data.Dataset):
                 first, end = self._span(item, start)
                 lo, hi = self._notes_span(item, start)
                 markers = len(chunk_markers(start, self.chunk_beats, item.bpm, self.frame_rate, end - first).ticks)
-                if FIXED_TOKENS + 2 * (end - first) + markers + 2 * (hi - lo) > self.max_seq_length:
+                # audio codes, markers, then at most one time token per marker and per note, and the types
+                if FIXED_TOKENS + 2 * (end - first) + 2 * markers + 2 * (hi - lo) > self.max_seq_length:
                     too_long += 1
                 else:
                     (with_notes if hi > lo else empty).append((index, start))
@@ -464,8 +495,8 @@ class BeatDataset(torch.utils.data.Dataset):
         lo, hi = self._notes_span(item, start)
         codes = _mapped_codes(self.cache.path(item.song_hash))[first:end]  # [frames, 2] int16
         markers = chunk_markers(start, self.chunk_beats, item.bpm, self.frame_rate, end - first)
-        # notes: [time, type, time, type, ...], ticks counted from the chunk's first beat
-        notes = np.stack([item.ticks[lo:hi] - start * PPQ + TIME.start, item.types[lo:hi]], axis=1).reshape(-1)
+        # notes: the marker grid walked tick by tick, ticks counted from the chunk's first beat
+        notes = note_sequence(item.ticks[lo:hi] - start * PPQ, item.types[lo:hi], markers.ticks)
         prompt = prompt_tokens(codes, item.difficulty, markers)
         return {"input_ids": np.concatenate([prompt, notes, [EOS]]).astype(np.int64)}
 

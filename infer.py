@@ -36,6 +36,7 @@ from audio import (
 from data import (
     DIFFICULTIES,
     EOS,
+    MARKER_TICKS,
     PAD,
     PPQ,
     TOKEN_SPACE_VERSION,
@@ -211,7 +212,9 @@ def decode(model, batch: list, chunk_beats: int, info: dict, sampling: dict) -> 
     for r, (_, _, _, prompt) in enumerate(batch):
         input_ids[r, length - len(prompt) :] = torch.from_numpy(prompt)
         attention_mask[r, length - len(prompt) :] = 1
-    budget = min(2 * MAX_NOTES_PER_BEAT * chunk_beats + 1, info.get("max_seq_length", 1 << 30) - length)
+    # the grid's time tokens, then a type and at most one more time token per note, and EOS
+    budget = (len(MARKER_TICKS) + 2 * MAX_NOTES_PER_BEAT) * chunk_beats + 1
+    budget = min(budget, info.get("max_seq_length", 1 << 30) - length)
     grammar = NoteGrammar(length, [row[2] for row in batch])
     output = model.generate(
         input_ids=input_ids.to(model.device),

@@ -14,7 +14,7 @@ import infer
 import train
 from audio import create_audio_tokenizer, estimate_tempo, load_audio, ogg_vorbis
 from conftest import SHARED_MAPS, needs_shared
-from data import EOS, NOTE, TOKEN_SPACE_VERSION, NoteGrammar, generated_notes, note_tokens_error
+from data import EOS, NOTES_START, PAD, TIME, TOKEN_SPACE_VERSION, NoteGrammar, generated_notes, note_tokens_error
 from maps import MapError, Note, load_level
 from utils import ENVIRONMENT, GENERATED_BY, TOOL, synth_level, write_zip
 
@@ -93,22 +93,29 @@ def _parity_errors(notes) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_grammar_keeps_sampling_from_random_logits_valid(seed):
+def test_grammar_keeps_sampling_from_random_logits_valid_and_on_the_grid(seed):
     generator = torch.Generator().manual_seed(seed)
     chunk_ticks = [384, 40, 7]
-    grammar = NoteGrammar(3, chunk_ticks)
-    ids = torch.zeros(len(chunk_ticks), 3, dtype=torch.long)
-    for _ in range(600):
+    # prompts: their marker time tokens, left-padded: the grid each row must walk
+    grids = [list(range(0, ticks, 16)) + [ticks + 4] for ticks in chunk_ticks]  # a marker past the end is ignored
+    length = max(map(len, grids)) + 1
+    ids = torch.full((len(chunk_ticks), length), PAD, dtype=torch.long)
+    for r, grid in enumerate(grids):
+        ids[r, length - len(grid) - 1 :] = torch.tensor([*(TIME.start + t for t in grid), NOTES_START])
+    grammar = NoteGrammar(length, chunk_ticks)
+    for _ in range(700):
         scores = torch.randn(len(chunk_ticks), 15_000, generator=generator) * 3
         scores[:, EOS] -= 4  # long chunks, so stacks and same-tick notes get exercised
         ids = torch.cat([ids, torch.multinomial(grammar(ids, scores).softmax(-1), 1, generator=generator)], 1)
     stacks = 0
-    for row, ticks in zip(ids[:, 3:].tolist(), chunk_ticks):
-        end = row.index(EOS) if EOS in row else len(row) - len(row) % 2
+    for row, ticks, grid in zip(ids[:, length:].tolist(), chunk_ticks, grids):
+        assert EOS in row  # the grid was walked to its end
+        end = row.index(EOS)
         assert note_tokens_error(row[:end], ticks) is None
-        assert all(t == EOS for t in row[end:]) or EOS not in row
+        assert all(t == EOS for t in row[end:])
+        written = [t - TIME.start for t in row[:end] if t in TIME]
+        assert set(written) >= {t for t in grid if t < ticks}  # no grid tick skipped
         notes = generated_notes(row)
-        assert all(NOTE.start <= t < NOTE.stop for t in row[1:end:2])
         assert _cells_and_stacks(infer_notes(notes)) == (0, 0)
         stacks += len(notes) - len({n[0] for n in notes})
     assert stacks > 0  # several notes at one tick did occur

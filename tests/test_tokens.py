@@ -86,28 +86,30 @@ def test_every_valid_note_round_trips(note):
     assert decode_notes(encode_notes([note])) == [note]
 
 
-@given(st.lists(notes, max_size=60))
-def test_every_valid_note_list_round_trips(chunk):
-    tokens = encode_notes(chunk)
+@given(st.lists(notes, max_size=60), st.lists(st.integers(0, TIME.size - 1), max_size=40))
+def test_every_valid_note_list_round_trips_on_any_grid(chunk, grid):
+    tokens = encode_notes(chunk, grid)
     assert note_tokens_error(tokens) is None
     decoded = decode_notes(tokens)
     assert decoded == sorted(set(decoded), key=lambda n: (n[0], note_token(*n[1:])))
     assert set(decoded) == set(chunk)
-    assert encode_notes(decoded) == tokens
-    assert encode_notes(reversed(chunk)) == tokens  # order of input does not matter
+    # every grid tick and note tick is written once, in order
+    ticks = [token_tick(t) for t in tokens if t in TIME]
+    assert ticks == sorted(set(grid) | {n[0] for n in chunk})
+    assert encode_notes(decoded, grid) == tokens
+    assert encode_notes(reversed(chunk), grid) == tokens  # order of input does not matter
 
 
 def test_validity_check_names_each_problem():
     a, b = note_token(0, 0, 0, 1), note_token(1, 0, 0, 1)
     assert note_tokens_error([]) is None
-    assert note_tokens_error([0, a, 0, b, 48, a]) is None
-    assert "odd" in note_tokens_error([0, a, 0])
-    assert "not a time token" in note_tokens_error([a, a])
-    assert "not a note type" in note_tokens_error([0, 0])
-    assert "not a note type" in note_tokens_error([0, BOS])
-    assert "canonical order" in note_tokens_error([48, a, 0, a])  # time goes back
-    assert "canonical order" in note_tokens_error([0, b, 0, a])  # types at one tick not increasing
-    assert "canonical order" in note_tokens_error([0, a, 0, a])  # repeated
+    assert note_tokens_error([0, a, b, 12, 48, a]) is None  # tick 12 is an empty grid tick
+    assert "before any time token" in note_tokens_error([a, 0])
+    assert "neither" in note_tokens_error([0, BOS])
+    assert "not after" in note_tokens_error([48, a, 0, a])  # time goes back
+    assert "not after" in note_tokens_error([0, a, 0, b])  # a tick written twice
+    assert "canonical order" in note_tokens_error([0, b, a])  # types at one tick not increasing
+    assert "canonical order" in note_tokens_error([0, a, a])  # repeated
     assert "reserved direction" in note_tokens_error([0, NOTE.start + 9])
     assert "past the chunk end" in note_tokens_error([64 * 48, a], chunk_ticks=64 * 48)
-    assert "not a note type" in note_tokens_error([0, PAD])
+    assert "neither" in note_tokens_error([0, PAD])
