@@ -270,13 +270,19 @@ class NoteGrammar:
     time token or a note type: a note type allowed at this tick, or a later time token up to the next
     grid tick (off-grid ticks between are allowed, skipping a grid tick is not), or EOS once the grid is
     walked. At one tick, note types increase, no cell is used twice, and notes of one colour share a
-    direction or are dots. Never the reserved direction, never an id outside the token space. One
-    instance serves one generate() call over a batch of prompts of one (left-padded) length.
+    direction or are dots. With max_notes_per_beat, a row that has written that many notes per beat of
+    its chunk writes no more (it only walks the rest of its grid). Never the reserved direction, never
+    an id outside the token space. One instance serves one generate() call over a batch of prompts of
+    one (left-padded) length.
     """
 
-    def __init__(self, prompt_length: int, chunk_ticks: Sequence[int]):
+    def __init__(self, prompt_length: int, chunk_ticks: Sequence[int], max_notes_per_beat: float | None = None):
         self.prompt_length = prompt_length
         self.chunk_ticks = list(chunk_ticks)  # per row: ticks in its chunk (fewer for a song's last chunk)
+        # per row: how many notes it may write
+        cap = math.inf if max_notes_per_beat is None else max_notes_per_beat
+        self.max_notes = [math.floor(cap * ticks / PPQ) if cap < math.inf else math.inf for ticks in self.chunk_ticks]
+        self.notes = [0] * len(self.chunk_ticks)
         rows = len(self.chunk_ticks)
         self.grid: list[np.ndarray] = []  # per row: its prompt's marker ticks, sorted (read at the first call)
         self.tick = [-1] * rows  # per row: tick of the latest time token, -1 before the first
@@ -291,6 +297,7 @@ class NoteGrammar:
             self.tick[row] = token_tick(token)
         elif token in NOTE:
             self.stack[row].append(token - NOTE.start)
+            self.notes[row] += 1
 
     def _note_types(self, row: int) -> np.ndarray:
         """[240] bool: the note types allowed next at this row's tick."""
@@ -320,7 +327,7 @@ class NoteGrammar:
                 allowed[row, EOS] = True
                 continue
             tick, grid = self.tick[row], self.grid[row]
-            if tick >= 0:
+            if tick >= 0 and self.notes[row] < self.max_notes[row]:
                 allowed[row, NOTE.start : NOTE.stop] = self._note_types(row)
             later = grid[grid > tick]  # grid ticks still to write
             last = min(int(later[0]), chunk_ticks - 1) if len(later) else chunk_ticks - 1

@@ -14,7 +14,18 @@ import infer
 import train
 from audio import create_audio_tokenizer, estimate_tempo, load_audio, ogg_vorbis
 from conftest import SHARED_MAPS, needs_shared
-from data import EOS, NOTES_START, PAD, TIME, TOKEN_SPACE_VERSION, NoteGrammar, generated_notes, note_tokens_error
+from data import (
+    EOS,
+    NOTE,
+    NOTES_START,
+    PAD,
+    TIME,
+    TOKEN_SPACE_VERSION,
+    VOCAB_SIZE,
+    NoteGrammar,
+    generated_notes,
+    note_tokens_error,
+)
 from maps import MapError, Note, load_level
 from utils import ENVIRONMENT, GENERATED_BY, TOOL, synth_level, write_zip
 
@@ -119,6 +130,31 @@ def test_grammar_keeps_sampling_from_random_logits_valid_and_on_the_grid(seed):
         assert _cells_and_stacks(infer_notes(notes)) == (0, 0)
         stacks += len(notes) - len({n[0] for n in notes})
     assert stacks > 0  # several notes at one tick did occur
+
+
+def test_max_notes_per_beat_caps_every_window():
+    generator = torch.Generator().manual_seed(0)
+    ticks = 8 * 48  # 8 beats
+    grid = torch.tensor([TIME.start + t for t in range(0, ticks, 12)])
+    ids = torch.cat([grid, torch.tensor([NOTES_START])]).repeat(2, 1)
+    grammar = NoteGrammar(ids.shape[1], [ticks, ticks], max_notes_per_beat=0.5)
+    for _ in range(300):
+        scores = torch.randn(2, 15_000, generator=generator)
+        scores[:, NOTE.start : NOTE.stop] += 6  # random weights that would write notes everywhere
+        ids = torch.cat([ids, torch.multinomial(grammar(ids, scores).softmax(-1), 1, generator=generator)], 1)
+    for row in ids[:, len(grid) + 1 :].tolist():
+        assert EOS in row and len(generated_notes(row)) == 4  # 0.5 x 8 beats, then the grid walked to its end
+
+
+def test_lm_head_is_cut_to_the_token_space_exactly(untrained):
+    from transformers import AutoModelForCausalLM
+
+    model, _ = infer.load_checkpoint(str(untrained), torch.device("cpu"), "float32")
+    full = AutoModelForCausalLM.from_pretrained(untrained).eval()
+    assert model.get_output_embeddings().weight.shape[0] == VOCAB_SIZE < full.config.vocab_size
+    ids = torch.randint(0, VOCAB_SIZE, (2, 40), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(model(ids).logits, full(ids).logits[..., :VOCAB_SIZE], atol=1e-5)
 
 
 def infer_notes(chunk_notes):
