@@ -40,7 +40,6 @@ from maps import Level, Note, load_level, read_level_file  # noqa: E402
 from utils import MIN_NOTE_SECONDS, onset_seconds, plain_notes, scorecard, write_synth_corpus  # noqa: E402
 
 DIFFICULTIES = ("Normal", "Expert")
-CHUNK_BEATS = 16
 TOLERANCE = 0.04
 
 
@@ -105,7 +104,7 @@ def grid_baselines(level_path: Path) -> dict[str, dict[str, list[Note]]]:
     return {name: {d: [Note(b, 1, 0, 0, 1) for b in bs] for d in DIFFICULTIES} for name, bs in every.items()}
 
 
-def score_maps(maps: dict[str, dict[str, list[Note]]], truth: dict[str, Level]) -> dict:
+def score_maps(maps: dict[str, dict[str, list[Note]]], truth: dict[str, Level], chunk_beats: int) -> dict:
     """{song: {difficulty: notes}} against the truth -> mean timing F1 (per difficulty and all), density
     ratio, notes per second per difficulty, and F1 of the songs' last windows vs the rest."""
     f1 = {d: [] for d in DIFFICULTIES}
@@ -117,7 +116,7 @@ def score_maps(maps: dict[str, dict[str, list[Note]]], truth: dict[str, Level]) 
         level = truth[song]
         diffs = {d.difficulty: plain_notes(d) for d in level.difficulties}
         song_beats = max(n.beat for d in diffs.values() for n in d) + 4
-        last_start = (int(song_beats) // CHUNK_BEATS) * CHUNK_BEATS
+        last_start = (int(song_beats) // chunk_beats) * chunk_beats
         seconds += song_beats * 60 / level.bpm
         for d in DIFFICULTIES:
             ours, theirs = by_difficulty.get(d, []), diffs[d]
@@ -154,6 +153,7 @@ def main() -> int:
     p.add_argument("--held-out", type=int, default=8)
     p.add_argument("--bars", type=int, default=12, help="bars with notes per song (after 2 lead-in bars)")
     p.add_argument("--train-minutes", type=float, default=12.0)
+    p.add_argument("--chunk-beats", type=int, default=16, help="train.py's --chunk-beats")
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
@@ -171,7 +171,7 @@ def main() -> int:
 
         model_dir = root / "model"
         argv = ["--data", str(root / "train"), "--small", "--codec-weights", "random", "--output-dir", str(model_dir)]
-        argv += ["--cache-dir", str(root / "cache"), "--chunk-beats", str(CHUNK_BEATS), "--val-share", "0"]
+        argv += ["--cache-dir", str(root / "cache"), "--chunk-beats", str(args.chunk_beats), "--val-share", "0"]
         argv += ["--batch-size", str(args.batch_size), "--grad-accum", "1", "--learning-rate", str(args.learning_rate)]
         argv += ["--lr-scheduler", "constant_with_warmup", "--warmup-steps", "30", "--max-steps", "100000"]
         argv += ["--max-minutes", str(args.train_minutes), "--no-gradient-checkpointing", "--optim", "adamw_torch"]
@@ -191,11 +191,11 @@ def main() -> int:
                 runs[name][path.stem] = map_song(folder, path, work)
             for name, maps in grid_baselines(path).items():
                 runs[name][path.stem] = maps
-        scores = {name: score_maps(maps, truth) for name, maps in runs.items()}
+        scores = {name: score_maps(maps, truth, args.chunk_beats) for name, maps in runs.items()}
         # the trained model on songs it trained on: high here but low held out means it memorised
         seen = train_zips[: args.held_out]
         maps = {p.stem: map_song(model_dir, p, (root / "maps" / "seen" / p.stem)) for p in seen}
-        seen_scores = score_maps(maps, {p.stem: load_level(p) for p in seen})
+        seen_scores = score_maps(maps, {p.stem: load_level(p) for p in seen}, args.chunk_beats)
 
     minutes = (time.monotonic() - start) / 60
     columns = [
