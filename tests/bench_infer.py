@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import math
 import sys
 import tempfile
 import time
@@ -33,6 +34,7 @@ from data import CODEBOOK_SIZE, NoteGrammar, chunk_markers, prompt_tokens  # noq
 from utils import SYNTH_BPMS, synth_level  # noqa: E402
 
 CHUNK_BEATS, BPM, NOTE_TOKENS = 64, 120.0, 321
+PEAK_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": torch.int8}
 
 
 def checkpoint(folder: Path, config: dict, dtype: torch.dtype) -> Path:
@@ -100,6 +102,31 @@ def real_chunk(device: str, dtype: torch.dtype) -> tuple[float, float]:
     return timings[0], timings[1] - timings[0]
 
 
+def matmul_peak(device: str, dtype: torch.dtype, size: int = 2048, seconds: float = 3.0) -> float | None:
+    """GFLOP/s of repeated [size, size] @ [size, size] products in this dtype (int8: torch._int_mm into
+    int32), the best of several timed rounds; None where this build has no such kernel on the device."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    if dtype == torch.int8:
+        a, b = a.clamp(-127, 127).to(torch.int8), b.clamp(-127, 127).to(torch.int8)
+        product = lambda: torch._int_mm(a, b)  # noqa: E731
+    else:
+        a, b = a.to(dtype), b.to(dtype)
+        product = lambda: a @ b  # noqa: E731
+    try:
+        product()
+    except RuntimeError:
+        return None
+    best, deadline = math.inf, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        product()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -112,6 +139,11 @@ def main() -> None:
         help="dtypes of the real-size one-chunk rows (infer.py uses float32 on CPU, bfloat16 on CUDA)",
     )
     args = parser.parse_args()
+    peaks = {name: matmul_peak(args.device, dtype) for name, dtype in PEAK_DTYPES.items()}
+    print(
+        f"matmul peak ({args.device}, {torch.get_num_threads()} threads, 2048^3): "
+        + ", ".join(f"{name} {'n/a' if v is None else f'{v:.0f} GFLOP/s'}" for name, v in peaks.items())
+    )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
