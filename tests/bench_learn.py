@@ -8,9 +8,11 @@ hats/bass/chords that carry no notes) is split into training songs and held-out 
 a small Qwen3 (~5M parameters) trains through train.py for a fixed time with the random
 test codec; infer.py maps every held-out song with its BPM given; the scorecard compares
 each difficulty with the truth. Baselines in the same run: the same model untrained, a
-note on every beat, a note on every onset librosa finds. First, a check that the codec's
-tokens carry the drum hits at all (code changes at note frames, a linear probe fitted on
-training songs and scored on held-out ones).
+note on every beat, a note on every onset librosa finds. A last row maps as many songs the
+model trained on: high there but low held out means it memorised, low on both means it has
+not learned to find hits at all. First, a check that the codec's tokens carry the drum hits
+(code changes at note frames, a linear probe fitted on training songs and scored on
+held-out ones).
 
 Target: held-out timing F1 >= 0.9, at least 0.2 above the best baseline; density within
 15% of the truth; Normal sparser than Expert. The last line reads
