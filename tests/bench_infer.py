@@ -4,8 +4,9 @@
 
 Rows: the tiny model end to end through infer.py (CPU, untrained, temperature 1 so it
 writes notes); the real Qwen3-0.6B architecture (random init, bf16) decoding one
-64-beat chunk (120 BPM: 32 s of audio, 4,805 prompt tokens, 321 note tokens = 160 notes,
-an Expert density), extrapolated to a minute and to a 3-minute song; with --device cuda,
+64-beat chunk (120 BPM: 32 s of audio, ~5,200 prompt tokens with the time markers, and
+544 note tokens: the 384 grid ticks token space v4 walks plus 160 note types, an Expert
+density), extrapolated to a minute and to a 3-minute song; with --device cuda,
 a 3-minute song end to end through infer.py with the real architecture. Random weights
 everywhere (no download): speed does not depend on them, except that the number of
 generated tokens is pinned for the real-size rows.
@@ -30,10 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import infer  # noqa: E402
 import train  # noqa: E402
 from audio import create_audio_tokenizer  # noqa: E402
-from data import CODEBOOK_SIZE, NoteGrammar, chunk_markers, prompt_tokens  # noqa: E402
+from data import CODEBOOK_SIZE, MARKER_TICKS, NoteGrammar, chunk_markers, prompt_tokens  # noqa: E402
 from utils import SYNTH_BPMS, synth_level  # noqa: E402
 
-CHUNK_BEATS, BPM, NOTE_TOKENS = 64, 120.0, 321
+CHUNK_BEATS, BPM = 64, 120.0
+NOTE_TOKENS = len(MARKER_TICKS) * CHUNK_BEATS + 160  # v4: every grid tick's time token, then 160 note types
 PEAK_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": torch.int8}
 
 
