@@ -280,8 +280,10 @@ class NoteGrammar:
         self.prompt_length = prompt_length
         self.chunk_ticks = list(chunk_ticks)  # per row: ticks in its chunk (fewer for a song's last chunk)
         # per row: how many notes it may write
-        cap = math.inf if max_notes_per_beat is None else max_notes_per_beat
-        self.max_notes = [math.floor(cap * ticks / PPQ) if cap < math.inf else math.inf for ticks in self.chunk_ticks]
+        self.max_notes = [
+            math.inf if max_notes_per_beat is None else math.floor(max_notes_per_beat * ticks / PPQ)
+            for ticks in self.chunk_ticks
+        ]
         self.notes = [0] * len(self.chunk_ticks)
         rows = len(self.chunk_ticks)
         self.grid: list[np.ndarray] = []  # per row: its prompt's marker ticks, sorted (read at the first call)

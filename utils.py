@@ -351,15 +351,15 @@ def _bar_lights(
     full = mode == "full"
     first, last = min(n.beat for n in notes), max(n.beat for n in notes)
     median = float(np.median(loudness))
-    quiet = loudness < median - QUIET_DB  # [bars] bool
-    loud = (loudness >= np.quantile(loudness, LOUD_QUANTILE)) & (loudness > median + LOUD_DB)
+    quiet = set(np.flatnonzero(loudness < median - QUIET_DB).tolist())  # bars of quiet passages
+    loud = set(np.flatnonzero((loudness >= np.quantile(loudness, LOUD_QUANTILE)) & (loudness > median + LOUD_DB)))
     per_bar = Counter(int(n.beat // BEATS_PER_BAR) for n in notes)  # bar -> notes
     speed, boosted = 0, False
     for bar in range(int(first // BEATS_PER_BAR), int(last // BEATS_PER_BAR) + 1):
         start = max(bar * BEATS_PER_BAR, first)
         color = (first_color + bar // PHRASE_BARS) % 2
         phrase = bar % PHRASE_BARS == 0 or start == first
-        if bar < len(quiet) and quiet[bar]:
+        if bar in quiet:
             for kind in LIGHT_TYPES:
                 put(start, kind, LIGHT_OFF)
             put(start, CENTER_LIGHTS, light_value(TRANSITION, color), DIM)
@@ -371,12 +371,12 @@ def _bar_lights(
                     put(start, RING_ZOOM, 0)
                     put(start, BACK_LASERS, light_value(ON, color))
         if full:
-            new_speed = 0 if bar < len(quiet) and quiet[bar] else min(MAX_LASER_SPEED, 1 + per_bar[bar] // 2)
+            new_speed = 0 if bar in quiet else min(MAX_LASER_SPEED, 1 + per_bar[bar] // 2)
             if new_speed != speed or phrase:
                 put(start, LEFT_LASER_SPEED, new_speed)
                 put(start, RIGHT_LASER_SPEED, new_speed)
                 speed = new_speed
-            is_loud = bar < len(loud) and bool(loud[bar])
+            is_loud = bar in loud
             if is_loud != boosted:
                 boosts.append(BoostEvent(float(start), is_loud))
                 boosted = is_loud
@@ -384,7 +384,7 @@ def _bar_lights(
     for beat, group in groupby(sorted(notes), key=lambda n: n.beat):
         group = list(group)
         bar = int(beat // BEATS_PER_BAR)
-        if bar < len(quiet) and quiet[bar]:
+        if bar in quiet:
             continue
         color = (first_color + bar // PHRASE_BARS) % 2
         accented = float(beat).is_integer() or len(group) > 1
@@ -449,9 +449,8 @@ def preview_png(
     draw.text((8, 7), f"{title}  {bpm:g} BPM  first {seconds:g} s".strip(), fill=(230, 230, 230))
     hop = 512
     strength = librosa.onset.onset_strength(y=samples.astype(np.float32), sr=rate, hop_length=hop)  # [frames]
-    strength = np.clip(
-        strength / max(float(np.percentile(strength, 99)), 1e-9), 0, 1
-    )  # one loud hit cannot flatten the rest
+    # scaled to its 99th percentile, so one loud hit cannot flatten the rest
+    strength = np.clip(strength / max(float(np.percentile(strength, 99)), 1e-9), 0, 1)
     frames = strength[: int(seconds * rate / hop) + 1]
 
     def x_of(second: float) -> float:
