@@ -478,7 +478,8 @@ class BeatDataset(torch.utils.data.Dataset):
         with_notes, empty, too_long = [], [], 0
         for index, item in enumerate(self.items):
             song_beats = self.frames[item.song_hash] / self.frame_rate * item.bpm / 60
-            shift = int(rng.integers(bars_per_chunk)) * BEATS_PER_BAR
+            # within the song's whole bars, so that a song shorter than a chunk still gives one
+            shift = int(rng.integers(max(1, min(bars_per_chunk, int(song_beats // BEATS_PER_BAR))))) * BEATS_PER_BAR
             for start in range(shift, math.ceil(song_beats), self.chunk_beats):
                 first, end = self._span(item, start)
                 lo, hi = self._notes_span(item, start)

@@ -114,7 +114,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-steps", type=int, default=-1, help="optimizer steps; -1 trains for --epochs")
     p.add_argument("--epochs", type=float, default=3.0, help="passes over the data when --max-steps is -1")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output-dir")
-    p.add_argument("--max-minutes", type=float, help="stop training (and save) after this many minutes")
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        help="stop training (and save) after this many minutes; the linear and cosine schedules end there",
+    )
     model = p.add_argument_group("model")
     model.add_argument("--model", default="unsloth/Qwen3-0.6B-Base", help="hub id or local directory")
     model.add_argument(
@@ -155,7 +159,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     opt.add_argument("--learning-rate", type=float, default=2e-5)
     opt.add_argument("--warmup-steps", type=int, default=10)
     opt.add_argument("--weight-decay", type=float, default=0.01)
-    opt.add_argument("--lr-scheduler", default="linear")
+    opt.add_argument(
+        "--lr-scheduler",
+        default="linear",
+        help="any transformers scheduler; with --max-minutes, linear and cosine decay to zero over those minutes "
+        "(or over --max-steps, whichever ends first)",
+    )
     opt.add_argument("--batch-size", type=int, default=1, help="sequences per device step (long sequences: keep 1)")
     opt.add_argument("--grad-accum", type=int, default=8, help="gradient accumulation steps")
     opt.add_argument("--optim", default="adamw_8bit", help="adamw_8bit needs bitsandbytes; else adamw_torch is used")
@@ -290,21 +299,29 @@ class IndexedChunks:
 
 
 class TimeLimit(TrainerCallback):
-    """Stops training once max_minutes have passed since training began (the model is then saved)."""
+    """Stops training once max_minutes have passed since training began (the model is then saved),
+    and keeps the share of that time spent, which the linear and cosine schedules decay over."""
 
     def __init__(self, max_minutes: float):
         self.seconds = max_minutes * 60
         self.start = 0.0
+        self.spent = 0.0  # share of max_minutes gone at the last step end, the same on every process
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start = time.monotonic()
 
     def on_step_end(self, args, state, control, **kwargs):
-        over = torch.tensor(float(time.monotonic() - self.start > self.seconds))
+        seconds = torch.tensor(time.monotonic() - self.start, dtype=torch.float64)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(over, op=torch.distributed.ReduceOp.MAX)  # every process stops together
-        if over.item():
+            torch.distributed.all_reduce(seconds, op=torch.distributed.ReduceOp.MAX)  # one clock for every process
+        self.spent = seconds.item() / self.seconds
+        if self.spent >= 1:
             control.should_training_stop = True
+
+
+# learning-rate factor after warmup at progress p in [0, 1]; with --max-minutes, p is the larger of
+# the steps' and the time's share, so the rate reaches zero whichever budget runs out first
+DECAYS = {"linear": lambda p: 1 - p, "cosine": lambda p: 0.5 * (1 + math.cos(math.pi * p))}
 
 
 class EpochCallback(TrainerCallback):
@@ -370,6 +387,7 @@ class NoteTrainer(SFTTrainer):
 
     map_eval: tuple[BeatDataset, int] | None = None  # (validation chunks, how many to map) for --eval-maps
     last_map_eval: dict[str, float] | None = None
+    time_limit: TimeLimit | None = None  # --max-minutes: the linear and cosine schedules decay over it
 
     def evaluate(self, *args, **kwargs) -> dict[str, float]:
         metrics = super().evaluate(*args, **kwargs)
@@ -379,6 +397,23 @@ class NoteTrainer(SFTTrainer):
             metrics |= figures
             self.last_map_eval = figures
         return metrics
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None) -> torch.optim.lr_scheduler.LRScheduler:
+        limit = self.time_limit
+        if self.lr_scheduler is not None or limit is None or self.args.lr_scheduler_type not in DECAYS:
+            return super().create_scheduler(num_training_steps, optimizer)
+        warmup = self.args.get_warmup_steps(num_training_steps)
+        decay = DECAYS[self.args.lr_scheduler_type]
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return step / warmup
+            progress = max((step - warmup) / max(1, num_training_steps - warmup), limit.spent)
+            return decay(min(progress, 1.0))
+
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, factor)
+        self._created_lr_scheduler = True
+        return self.lr_scheduler
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         if checkpoint is None or self.args.world_size == 1 or self.args.device.type != "cpu":
@@ -503,6 +538,7 @@ def build_trainer(args, model, train: BeatDataset, val: BeatDataset | None) -> S
         processing_class=build_tokenizer(),
         callbacks=[EpochCallback(train)] + ([TimeLimit(args.max_minutes)] if args.max_minutes else []),
     )
+    trainer.time_limit = next((c for c in trainer.callback_handler.callbacks if isinstance(c, TimeLimit)), None)
     if args.eval_maps and val is not None:
         trainer.map_eval = (val, args.eval_maps)
     return trainer

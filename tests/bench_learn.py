@@ -157,6 +157,7 @@ def main() -> int:
     p.add_argument("--train-minutes", type=float, default=18.0, help="optimizer steps stop after this")
     p.add_argument("--chunk-beats", type=int, default=8, help="train.py's --chunk-beats")
     p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--lr-scheduler", default="linear", help="train.py's; linear decays to zero over --train-minutes")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--codec-embeddings", action=argparse.BooleanOptionalAction, default=True, help="train.py's flag")
@@ -175,7 +176,7 @@ def main() -> int:
         argv = ["--data", str(root / "train"), "--small", "--codec-weights", "random", "--output-dir", str(model_dir)]
         argv += ["--cache-dir", str(root / "cache"), "--chunk-beats", str(args.chunk_beats), "--val-share", "0"]
         argv += ["--batch-size", str(args.batch_size), "--grad-accum", "1", "--learning-rate", str(args.learning_rate)]
-        argv += ["--lr-scheduler", "constant_with_warmup", "--warmup-steps", "30", "--max-steps", "100000"]
+        argv += ["--lr-scheduler", args.lr_scheduler, "--warmup-steps", "30", "--max-steps", "100000"]
         argv += ["--max-minutes", str(args.train_minutes), "--no-gradient-checkpointing", "--optim", "adamw_torch"]
         argv += ["--logging-steps", "25", "--save-steps", "1000000", "--seed", str(args.seed)]
         argv += [] if args.codec_embeddings else ["--no-codec-embeddings"]
