@@ -319,9 +319,23 @@ class TimeLimit(TrainerCallback):
             control.should_training_stop = True
 
 
-# learning-rate factor after warmup at progress p in [0, 1]; with --max-minutes, p is the larger of
-# the steps' and the time's share, so the rate reaches zero whichever budget runs out first
+# learning-rate factor after warmup at progress p in [0, 1]
 DECAYS = {"linear": lambda p: 1 - p, "cosine": lambda p: 0.5 * (1 + math.cos(math.pi * p))}
+
+
+def timed_schedule(
+    optimizer: torch.optim.Optimizer, kind: str, warmup: int, total_steps: int, limit: TimeLimit
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup, then DECAYS[kind] at the larger of the steps' and the time budget's progress, so
+    the rate reaches zero whichever of --max-steps and --max-minutes runs out first."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return step / warmup
+        progress = max((step - warmup) / max(1, total_steps - warmup), limit.spent)
+        return DECAYS[kind](min(progress, 1.0))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 class EpochCallback(TrainerCallback):
@@ -399,19 +413,12 @@ class NoteTrainer(SFTTrainer):
         return metrics
 
     def create_scheduler(self, num_training_steps: int, optimizer=None) -> torch.optim.lr_scheduler.LRScheduler:
-        limit = self.time_limit
-        if self.lr_scheduler is not None or limit is None or self.args.lr_scheduler_type not in DECAYS:
+        kind = self.args.lr_scheduler_type
+        if self.lr_scheduler is not None or self.time_limit is None or kind not in DECAYS:
             return super().create_scheduler(num_training_steps, optimizer)
         warmup = self.args.get_warmup_steps(num_training_steps)
-        decay = DECAYS[self.args.lr_scheduler_type]
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return step / warmup
-            progress = max((step - warmup) / max(1, num_training_steps - warmup), limit.spent)
-            return decay(min(progress, 1.0))
-
-        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, factor)
+        optimizer = optimizer or self.optimizer
+        self.lr_scheduler = timed_schedule(optimizer, kind, warmup, num_training_steps, self.time_limit)
         self._created_lr_scheduler = True
         return self.lr_scheduler
 

@@ -25,12 +25,14 @@ import argparse
 import contextlib
 import io
 import json
+import math
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -106,9 +108,19 @@ def grid_baselines(level_path: Path) -> dict[str, dict[str, list[Note]]]:
     return {name: {d: [Note(b, 1, 0, 0, 1) for b in bs] for d in DIFFICULTIES} for name, bs in every.items()}
 
 
-def score_maps(maps: dict[str, dict[str, list[Note]]], truth: dict[str, Level], chunk_beats: int) -> dict:
+def audio_beats(level_path: Path) -> float:
+    """The song's length in beats: where infer.py's windows end."""
+    level = load_level(level_path)
+    with sf.SoundFile(io.BytesIO(read_level_file(level_path, level.song_filename))) as song:
+        return song.frames / song.samplerate * level.bpm / 60
+
+
+def score_maps(
+    maps: dict[str, dict[str, list[Note]]], truth: dict[str, Level], lengths: dict[str, float], chunk_beats: int
+) -> dict:
     """{song: {difficulty: notes}} against the truth -> mean timing F1 (per difficulty and all), density
-    ratio, notes per second per difficulty, and F1 of the songs' last windows vs the rest."""
+    ratio, notes per second per difficulty, and F1 of the songs' last windows (the one infer.py decodes
+    from the last multiple of chunk_beats below the song's length in beats) vs the rest."""
     f1 = {d: [] for d in DIFFICULTIES}
     notes = {d: 0 for d in DIFFICULTIES}
     true_notes = {d: 0 for d in DIFFICULTIES}
@@ -118,7 +130,7 @@ def score_maps(maps: dict[str, dict[str, list[Note]]], truth: dict[str, Level], 
         level = truth[song]
         diffs = {d.difficulty: plain_notes(d) for d in level.difficulties}
         song_beats = max(n.beat for d in diffs.values() for n in d) + 4
-        last_start = (int(song_beats) // chunk_beats) * chunk_beats
+        last_start = math.floor(lengths[song] / chunk_beats) * chunk_beats
         seconds += song_beats * 60 / level.bpm
         for d in DIFFICULTIES:
             ours, theirs = by_difficulty.get(d, []), diffs[d]
@@ -194,11 +206,13 @@ def main() -> int:
                 runs[name][path.stem] = map_song(folder, path, work)
             for name, maps in grid_baselines(path).items():
                 runs[name][path.stem] = maps
-        scores = {name: score_maps(maps, truth, args.chunk_beats) for name, maps in runs.items()}
+        lengths = {p.stem: audio_beats(p) for p in held_out}
+        scores = {name: score_maps(maps, truth, lengths, args.chunk_beats) for name, maps in runs.items()}
         # the trained model on songs it trained on: high here but low held out means it memorised
         seen = train_zips[: args.held_out]
         maps = {p.stem: map_song(model_dir, p, (root / "maps" / "seen" / p.stem)) for p in seen}
-        seen_scores = score_maps(maps, {p.stem: load_level(p) for p in seen}, args.chunk_beats)
+        lengths = {p.stem: audio_beats(p) for p in seen}
+        seen_scores = score_maps(maps, {p.stem: load_level(p) for p in seen}, lengths, args.chunk_beats)
 
     minutes = (time.monotonic() - start) / 60
     columns = [

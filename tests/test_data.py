@@ -200,6 +200,14 @@ def test_chunks_start_on_bars_and_shift_per_epoch(dataset, base, tokenizer, cach
     dataset.set_epoch(0)
 
 
+def test_songs_shorter_than_a_chunk_give_a_chunk_at_every_epoch(base, tokenizer, cache_dir):
+    # 4-bar songs (plus lead-in) against 64-beat chunks: the grid shift must not skip past a song's end
+    long = BeatDataset(base, tokenizer, chunk_beats=64, max_empty_share=1.0, cache_dir=cache_dir)
+    for epoch in range(8):
+        long.set_epoch(epoch)
+        assert sorted(index for index, _ in long.chunks) == list(range(len(long.items)))
+
+
 def test_long_chunks_are_skipped_and_counted_never_truncated(base, tokenizer, cache_dir):
     limit = 1000
     short = BeatDataset(base, tokenizer, chunk_beats=CHUNK_BEATS, max_seq_length=limit, cache_dir=cache_dir)

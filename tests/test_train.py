@@ -168,6 +168,40 @@ def test_time_limit_stops_training_once_the_budget_is_spent():
     assert control.should_training_stop
 
 
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
+def test_timed_schedule_reaches_zero_when_the_minutes_or_the_steps_run_out(kind, monkeypatch):
+    from transformers import TrainerControl
+
+    clock = [0.0]
+    monkeypatch.setattr(train.time, "monotonic", lambda: clock[0])
+
+    def rates(total_steps: int, seconds: list[float]) -> tuple[list[float], TrainerControl]:
+        # the Trainer's order each step: optimizer step, scheduler step, callbacks
+        limit, control = train.TimeLimit(max_minutes=1), TrainerControl()
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        schedule = train.timed_schedule(optimizer, kind, warmup=2, total_steps=total_steps, limit=limit)
+        clock[0] = 0.0
+        limit.on_train_begin(None, None, control)
+        out = []
+        for second in seconds:
+            optimizer.step()
+            schedule.step()
+            out.append(optimizer.param_groups[0]["lr"])
+            clock[0] = second
+            limit.on_step_end(None, None, control)
+        return out, control
+
+    # steps far from --max-steps: the minutes set the pace (1 minute: the rate at 15 s, 30 s, 60 s)
+    lr, control = rates(10**6, [0, 15, 30, 60, 61])
+    assert lr[0] == 0.5  # warmup
+    at_quarter = 0.75 if kind == "linear" else 0.5 * (1 + np.cos(np.pi / 4))
+    assert lr[2] == pytest.approx(at_quarter, abs=1e-4) and lr[3] == pytest.approx(0.5, abs=1e-4)
+    assert lr[4] == pytest.approx(0.0, abs=1e-9) and control.should_training_stop
+    # few steps: they end first, before any time has passed
+    lr, control = rates(4, [0, 0, 0, 0])
+    assert lr[2:] == pytest.approx([0.5, 0.0]) and not control.should_training_stop
+
+
 def test_audio_embeddings_start_from_the_codec_vectors(tmp_path):
     model, _ = train.load_model(train.parse_args(["--data", "-", "--tiny"]))
     weight = model.get_input_embeddings().weight
