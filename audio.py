@@ -95,6 +95,7 @@ class AudioTokenizer:
         self.segment = round(SEGMENT_SECONDS * self.frame_rate) * self.hop_length
         self.context = round(CONTEXT_SECONDS * self.frame_rate) * self.hop_length
         self.batch_size = 16 if device.type == "cuda" else 1
+        self._silence: np.ndarray | None = None
 
     @torch.inference_mode()
     def encode(self, audio: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -122,6 +123,15 @@ class AudioTokenizer:
             group_codes = self.model.quantizer.encode(embeddings, self.bandwidth)  # [n_codebooks, b, frames]
             codes.append(group_codes[:, :, drop:-drop].permute(1, 2, 0).reshape(-1, self.n_codebooks))
         return torch.cat(codes)[:n_frames].cpu().numpy().astype(np.int16)
+
+    def silence_codes(self) -> np.ndarray:
+        """[n_codebooks] int16: the frame the codec gives digital silence most often (over 2 s of zeros),
+        worked out once per tokenizer."""
+        if self._silence is None:
+            codes = self.encode(np.zeros(2 * self.sample_rate, dtype=np.float32))
+            frames, counts = np.unique(codes, axis=0, return_counts=True)
+            self._silence = frames[np.argmax(counts)]
+        return self._silence
 
     def codebooks(self) -> torch.Tensor:
         """[n_codebooks, 1024, 128] float32: the vector each code stands for (codebook 1 quantizes the

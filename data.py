@@ -29,8 +29,9 @@ from audio import AudioError, load_audio
 from maps import COLORS, DIFFICULTY_RANKS, DOT, GRID_COLUMNS, GRID_ROWS, MapError, atomic_file, read_level_file
 
 # bump on any change below; checkpoints record it (3: time-token markers in the audio; 4: the notes walk
-# the marker grid, every 1/4- and 1/3-beat tick written with or without notes)
-TOKEN_SPACE_VERSION = 4
+# the marker grid, every 1/4- and 1/3-beat tick written with or without notes; 5: a song's last window is
+# padded with the codec's silence to a whole chunk)
+TOKEN_SPACE_VERSION = 5
 
 PPQ = 48  # ticks per beat
 MAX_CHUNK_BEATS = 256  # the time range covers this many beats after a chunk's start
@@ -207,15 +208,20 @@ BEATS_PER_BAR = 4  # chunks start on bar lines of 4/4 time
 FIXED_TOKENS = 6  # BOS, AUDIO_START, AUDIO_END, NOTES_START, DIFF_x, EOS
 
 
-def chunk_frames(start: int, chunk_beats: int, bpm: float, frame_rate: float, total_frames: int) -> tuple[int, int]:
-    """[first, end) frames of the audio of chunk [start, start + chunk_beats) beats, beat 0 at 0 s.
-
-    Exactly the chunk's seconds; the last chunk of a song stops with the song.
-    """
+def chunk_frames(start: int, chunk_beats: int, bpm: float, frame_rate: float) -> tuple[int, int]:
+    """[first, end) frames of the audio of chunk [start, start + chunk_beats) beats, beat 0 at 0 s:
+    exactly the chunk's seconds (the song's last chunk may run past its end: chunk_codes pads it)."""
     seconds_per_beat = 60 / bpm
     first = round(start * seconds_per_beat * frame_rate)
-    end = round((start + chunk_beats) * seconds_per_beat * frame_rate)
-    return first, min(end, total_frames)
+    return first, round((start + chunk_beats) * seconds_per_beat * frame_rate)
+
+
+def chunk_codes(codes: np.ndarray, first: int, end: int, silence: np.ndarray) -> np.ndarray:
+    """codes: [song frames, 2] -> [end - first, 2]: the chunk's frames, those past the song's end the
+    codec's silence frame, so that the song's last window holds a whole chunk of audio and markers
+    like every other (its tempo and length then read the same as in training)."""
+    window = codes[first:end]
+    return np.concatenate([window, np.broadcast_to(silence, (end - first - len(window), len(silence)))])
 
 
 MARKER_TICKS = (0, PPQ // 4, PPQ // 3, PPQ // 2, 2 * PPQ // 3, 3 * PPQ // 4)  # a beat's 1/4 and 1/3 grid
@@ -228,8 +234,7 @@ class Markers(NamedTuple):
 
 def chunk_markers(start: int, chunk_beats: int, bpm: float, frame_rate: float, frames: int) -> Markers:
     """The time markers of chunk [start, start + chunk_beats): every MARKER_TICKS tick of every beat
-    and the frame where it begins; those at or past `frames` (the chunk's audio, shorter at a song's
-    end) are left out."""
+    and the frame where it begins; those at or past `frames` (the chunk's audio) are left out."""
     ticks = (np.arange(chunk_beats)[:, None] * PPQ + np.array(MARKER_TICKS)).reshape(-1)
     frames_per_tick = 60 / bpm / PPQ * frame_rate
     first = round(start * PPQ * frames_per_tick)
@@ -452,6 +457,7 @@ class BeatDataset(torch.utils.data.Dataset):
                 continue
             self.items.append(_item(base[i][0], characteristic, difficulty, song_hash))
         self.encoded = 0  # songs this process encoded (the rest came from the cache)
+        self.silence = tokenizer.silence_codes()  # [2]: pads a song's last chunk
         self.frames = precache(self)  # song hash -> frames in the cache
         kept = [item for item in self.items if item.song_hash in self.frames]
         if len(kept) < len(self.items):
@@ -464,7 +470,7 @@ class BeatDataset(torch.utils.data.Dataset):
         return self.__dict__ | {"tokenizer": None}
 
     def _span(self, item: _Item, start: int) -> tuple[int, int]:
-        return chunk_frames(start, self.chunk_beats, item.bpm, self.frame_rate, self.frames[item.song_hash])
+        return chunk_frames(start, self.chunk_beats, item.bpm, self.frame_rate)
 
     def _notes_span(self, item: _Item, start: int) -> tuple[int, int]:
         """[first, end) indices of the item's notes inside chunk [start, start + chunk_beats)."""
@@ -503,7 +509,8 @@ class BeatDataset(torch.utils.data.Dataset):
         item = self.items[index]
         first, end = self._span(item, start)
         lo, hi = self._notes_span(item, start)
-        codes = _mapped_codes(self.cache.path(item.song_hash))[first:end]  # [frames, 2] int16
+        # [frames, 2] int16, past the song's end the codec's silence
+        codes = chunk_codes(_mapped_codes(self.cache.path(item.song_hash)), first, end, self.silence)
         markers = chunk_markers(start, self.chunk_beats, item.bpm, self.frame_rate, end - first)
         # notes: the marker grid walked tick by tick, ticks counted from the chunk's first beat
         notes = note_sequence(item.ticks[lo:hi] - start * PPQ, item.types[lo:hi], markers.ticks)

@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,7 @@ from data import (
     TOKEN_SPACE_VERSION,
     VOCAB_SIZE,
     NoteGrammar,
+    chunk_codes,
     chunk_frames,
     chunk_markers,
     generated_notes,
@@ -65,6 +67,7 @@ MIN_SONG_SECONDS = 5.0
 DEFAULT_DIFFICULTIES = ("Expert",)
 DEFAULT_TEMPERATURE, DEFAULT_TOP_P = 0.8, 0.95
 MAX_NOTES_PER_BEAT = 8.0  # default cap: far above human maps' density (an Expert is ~2.5 notes per beat)
+MEMORY_SHARE = 0.6  # of the free RAM (or GPU memory) that a batch's KV caches and activations may take
 
 
 class UsageError(Exception):
@@ -100,7 +103,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--dtype", choices=("auto", "float32", "bfloat16"), default="auto", help="auto: bfloat16 on CUDA, else float32"
     )
-    parser.add_argument("--batch-size", type=int, default=16, help="windows decoded together")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=16,
+        help="at most this many windows decoded together; fewer where their KV caches would not fit in "
+        f"{MEMORY_SHARE:.0%} of the free memory",
+    )
+    parser.add_argument(
+        "--quantize",
+        choices=("none", "int8"),
+        default="none",
+        help="int8: dynamic int8 weights for the linear layers (CPU only; faster, not exact)",
+    )
     parser.add_argument(
         "--max-notes-per-beat",
         type=_positive,
@@ -199,34 +214,143 @@ def token_space_head(model):
     return model
 
 
+def quantized(model):
+    """The model with every linear layer's weights in dynamic int8 (per-channel scales; activations are
+    quantized per call). CPU only; the embeddings stay float32."""
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's notice that its quantized tensors move to torchao
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def window_bytes(model, tokens: int) -> int:
+    """Bytes one row of `tokens` (prompt and decoded) holds in a batch at its peak: its KV cache in every
+    layer, plus one layer's prefill activations (attention projections, the MLP's three intermediates)."""
+    c = model.config
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    width = torch.finfo(model.dtype).bits // 8
+    kv = 2 * c.num_hidden_layers * c.num_key_value_heads * head_dim
+    projections = (c.num_attention_heads + 2 * c.num_key_value_heads) * head_dim  # q, k, v
+    activations = 3 * c.intermediate_size + 2 * c.hidden_size + projections
+    return tokens * (kv + activations) * width
+
+
+def free_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    import psutil
+
+    return psutil.virtual_memory().available
+
+
+def batches(lengths: list[int], max_rows: int, fits) -> list[range]:
+    """lengths: prompt tokens per row, ascending -> consecutive row ranges of at most max_rows whose rows,
+    each left-padded to the longest, fit: fits(rows, longest) is True (a single row always goes)."""
+    out, first = [], 0
+    for i, length in enumerate(lengths):
+        if i > first and (i - first >= max_rows or not fits(i - first + 1, length)):
+            out.append(range(first, i))
+            first = i
+    return out + [range(first, len(lengths))] if lengths else out
+
+
+class Progress:
+    """tqdm bars with ETAs for prefill (prompt tokens, advanced layer by layer) and decoding (steps), and the
+    seconds each took. Hooks every decoder layer: a call over more than one position is prefill."""
+
+    def __init__(self, model, prompt_tokens: int, steps: int):
+        self.layers = model.get_decoder().layers
+        self.prefill = tqdm(total=prompt_tokens, desc="prefill", unit="tok", disable=None)
+        self.decode = tqdm(total=steps, desc="decoding", unit="step", disable=None)
+        self.seconds = {"prefill": 0.0, "decode": 0.0}
+        self.hooks = [layer.register_forward_hook(self._layer_done, with_kwargs=True) for layer in self.layers]
+
+    def batch(self, prompt_tokens: int, steps: int) -> Progress:
+        self.tokens, self.steps, self.taken, self.clock = prompt_tokens, steps, 0, time.perf_counter()
+        return self
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        now = time.perf_counter()
+        self.seconds["decode"] += now - self.clock
+        self.decode.update(max(0, self.steps - self.taken))  # steps not taken: every row ended early
+
+    def _layer_done(self, layer, args, kwargs, output) -> None:
+        hidden = args[0] if args else kwargs["hidden_states"]  # [rows, positions, hidden]
+        last = layer is self.layers[-1]
+        if hidden.shape[1] > 1:
+            self.prefill.update(self.tokens / len(self.layers))
+            if last:
+                now = time.perf_counter()
+                self.seconds["prefill"] += now - self.clock
+                self.clock = now
+        elif last:
+            self.taken += 1
+            self.decode.update(1)
+
+    def close(self) -> None:
+        for hook in self.hooks:
+            hook.remove()
+        self.prefill.close()
+        self.decode.close()
+
+
 def level_notes(
     model,
     codes: np.ndarray,
+    silence: np.ndarray,
     info: dict,
     bpm: float,
     difficulties: list[str],
     batch_size: int,
     sampling: dict,
     max_notes_per_beat: float = MAX_NOTES_PER_BEAT,
-) -> dict[str, list[Note]]:
-    """codes: [frames, 2] of the whole (padded) song, beat 0 at frame 0 -> {difficulty: notes}."""
+) -> tuple[dict[str, list[Note]], dict[str, float]]:
+    """codes: [frames, 2] of the whole (padded) song, beat 0 at frame 0; silence: [2], the codec's silent
+    frame, which fills the last window past the song's end as in training -> ({difficulty: notes},
+    seconds of prefill and of decoding). Windows go in batches of similar length that fit in memory."""
     frame_rate, chunk_beats = info["codec"]["frame_rate"], info["chunk_beats"]
     song_beats = len(codes) / frame_rate * bpm / 60
     # rows: (difficulty, first beat, ticks inside the chunk, prompt tokens), one per window and difficulty
     rows = []
     for start in range(0, math.ceil(song_beats), chunk_beats):
-        first, end = chunk_frames(start, chunk_beats, bpm, frame_rate, len(codes))
-        ticks = math.ceil(min(chunk_beats, song_beats - start) * PPQ)
+        first, end = chunk_frames(start, chunk_beats, bpm, frame_rate)
         markers = chunk_markers(start, chunk_beats, bpm, frame_rate, end - first)
-        rows += [(name, start, ticks, prompt_tokens(codes[first:end], name, markers)) for name in difficulties]
+        window = chunk_codes(codes, first, end, silence)  # [end - first, 2]
+        rows += [(name, start, chunk_beats * PPQ, prompt_tokens(window, name, markers)) for name in difficulties]
     rows.sort(key=lambda row: len(row[3]))  # similar lengths share a batch: little padding
+    steps = decode_budget(chunk_beats, max_notes_per_beat)
+    memory = MEMORY_SHARE * free_bytes(model.device)
+
+    def fits(count: int, longest: int) -> bool:
+        return count * window_bytes(model, longest + steps) <= memory
+
+    plan = batches([len(row[3]) for row in rows], batch_size, fits)
+    padded_tokens = sum(len(part) * len(rows[part[-1]][3]) for part in plan)  # every row as long as its batch's last
     notes: dict[str, list[Note]] = {name: [] for name in difficulties}
-    for i in tqdm(range(0, len(rows), batch_size), desc="decoding", unit="batch", disable=len(rows) <= batch_size):
-        batch = rows[i : i + batch_size]
-        chunks = decode(model, batch, chunk_beats, info, sampling, max_notes_per_beat)
-        for (name, start, _, _), chunk in zip(batch, chunks):
-            notes[name] += [Note(start + tick / PPQ, x, y, c, d) for tick, x, y, c, d in chunk]
-    return notes
+    progress = Progress(model, padded_tokens, steps * len(plan))
+    try:
+        for part in plan:
+            batch = [rows[i] for i in part]
+            with progress.batch(len(batch) * len(batch[-1][3]), steps):
+                chunks = decode(model, batch, chunk_beats, info, sampling, max_notes_per_beat)
+            for (name, start, _, _), chunk in zip(batch, chunks):
+                beats = ((start + tick / PPQ, x, y, c, d) for tick, x, y, c, d in chunk)
+                notes[name] += [Note(*note) for note in beats if note[0] < song_beats]  # none in the padding
+    finally:
+        progress.close()
+    return notes, progress.seconds
+
+
+def decode_budget(chunk_beats: int, max_notes_per_beat: float) -> int:
+    """Tokens a window decodes at most: the grid's time tokens, a type and at most one more time token per
+    note, and EOS."""
+    return math.ceil((len(MARKER_TICKS) + 2 * max_notes_per_beat) * chunk_beats) + 1
 
 
 @torch.inference_mode()
@@ -241,9 +365,7 @@ def decode(
     for r, (_, _, _, prompt) in enumerate(batch):
         input_ids[r, length - len(prompt) :] = torch.from_numpy(prompt)
         attention_mask[r, length - len(prompt) :] = 1
-    # the grid's time tokens, then a type and at most one more time token per note, and EOS
-    budget = math.ceil((len(MARKER_TICKS) + 2 * max_notes_per_beat) * chunk_beats) + 1
-    budget = min(budget, info.get("max_seq_length", 1 << 30) - length)
+    budget = min(decode_budget(chunk_beats, max_notes_per_beat), info.get("max_seq_length", 1 << 30) - length)
     grammar = NoteGrammar(length, [row[2] for row in batch], max_notes_per_beat)
     output = model.generate(
         input_ids=input_ids.to(model.device),
@@ -279,6 +401,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    clock = time.perf_counter()
+    seconds: dict[str, float] = {}  # where the time goes, printed at the end
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[name] = seconds.get(name, 0.0) + now - clock
+        clock = now
+
     song = read_song(args.song)  # [n, channels] at 44.1 kHz
     mono = song.mean(axis=1)
     tempo = song_tempo(args, mono)
@@ -292,7 +423,12 @@ def run(args: argparse.Namespace) -> int:
         f"{tempo.confidence:.2f})"
     )
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.quantize != "none" and device.type != "cpu":
+        raise UsageError(f"--quantize {args.quantize} is for CPU decoding; on {device.type} use --dtype")
+    lap("song and tempo")
     model, info = load_checkpoint(args.model, device, args.dtype)
+    if args.quantize == "int8":
+        model = quantized(model)
     codec = info["codec"]
     try:
         tokenizer = create_audio_tokenizer(codec["bandwidth"], device, codec["weights"])
@@ -301,6 +437,7 @@ def run(args: argparse.Namespace) -> int:
     if tokenizer.id != codec["id"]:
         raise UsageError(f"{args.model}: trained on codec {codec['id']}, but {tokenizer.id} loaded")
     torch.manual_seed(args.seed)
+    lap("model")
 
     # padded: the song with silence before it so that a beat falls on its first sample
     period = 60 / tempo.bpm
@@ -311,9 +448,11 @@ def run(args: argparse.Namespace) -> int:
     codes = tokenizer.encode(
         soxr.resample(mono_padded, OUTPUT_RATE, tokenizer.sample_rate)[None]
     )  # [frames, 2] int16, 75 frames/s, beat 0 at frame 0
-    notes = level_notes(
+    lap("encodec")
+    notes, decoding = level_notes(
         model,
         codes,
+        tokenizer.silence_codes(),
         info,
         tempo.bpm,
         args.difficulty,
@@ -321,6 +460,9 @@ def run(args: argparse.Namespace) -> int:
         sampling_options(args.temperature, args.top_p),
         args.max_notes_per_beat,
     )
+    lap("windows")
+    seconds |= decoding
+    seconds["other"] = seconds.pop("windows") - sum(decoding.values())  # batching, grammar set-up, collection
 
     for name in args.difficulty:
         notes[name], repairs = playable(notes[name], tempo.bpm)
@@ -363,6 +505,10 @@ def run(args: argparse.Namespace) -> int:
         with atomic_file(picture) as out:
             out.write(png)
         print(f"wrote {picture}")
+    lap("level")
+    seconds["other"] += seconds.pop("level")
+    total = sum(seconds.values())
+    print("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()) + f", total {total:.1f} s")
     return 0
 
 

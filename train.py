@@ -475,9 +475,7 @@ def map_quality(model, val: BeatDataset, count: int, seed: int = 0) -> dict[str,
         item = val.items[index]
         ids = val[i]["input_ids"]
         prompt_end = int(np.flatnonzero(ids == NOTES_START)[0]) + 2  # up to and including DIFF_x
-        song_beats = val.frames[item.song_hash] / val.frame_rate * item.bpm / 60
-        ticks = math.ceil(min(val.chunk_beats, song_beats - start) * PPQ)
-        rows.append((item.difficulty, start, ticks, ids[:prompt_end]))
+        rows.append((item.difficulty, start, val.chunk_beats * PPQ, ids[:prompt_end]))  # last chunks padded too
         truths.append(generated_notes(ids[prompt_end:]))
         bpms.append(item.bpm)
     was_training = model.training

@@ -129,10 +129,35 @@ def matmul_peak(device: str, dtype: torch.dtype, size: int = 2048, seconds: floa
     return 2 * size**3 / best / 1e9
 
 
+def cpu_song(model_dir: Path, song: Path, *extra: str) -> dict[str, float]:
+    """infer.py in a process of its own on the song (real-size model, Expert at most 2.5 notes per beat, as
+    random weights write up to the cap) -> its reported seconds per stage, notes, and peak RSS in GiB."""
+    import resource
+    import subprocess
+
+    argv = [sys.executable, str(Path(infer.__file__)), str(song), "--model", str(model_dir), "--device", "cpu"]
+    argv += ["--bpm", str(BPM), "--offset", "0", "--temperature", "1", "--max-notes-per-beat", "2.5"]
+    argv += ["--lights", "none", "--output", str(song.with_suffix(".zip")), *extra]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    done = subprocess.run(argv, capture_output=True, text=True, check=True)
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB: the largest child so far
+    line = next(x for x in done.stdout.splitlines() if x.startswith("time: "))
+    figures = {k: float(v) for k, v, _ in (part.rsplit(" ", 2) for part in line[6:].split(", "))}
+    notes = next(x for x in done.stdout.splitlines() if x.startswith("Expert: "))
+    return figures | {"notes": float(notes.split()[1]), "peak RSS GiB": max(rss, before) / 2**20}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--skip-real", action="store_true", help="only the tiny model")
+    parser.add_argument(
+        "--song-minutes",
+        type=float,
+        nargs="*",
+        default=[3.0],
+        help="CPU end-to-end rows: real-size infer.py on songs this long (exact, then --quantize int8 on the first)",
+    )
     parser.add_argument(
         "--real-dtype",
         nargs="+",
@@ -161,6 +186,20 @@ def main() -> None:
             what = f"Qwen3-0.6B {dtype}, 1 chunk (prefill {prefill:.1f} s, decode {decode:.1f} s)"
             rows.append((what, args.device, f"x{60 / chunk_seconds:.2f}", per_minute))
             print(f"{dtype}: a 3-minute song at this rate takes {per_minute * 3:.0f} s")
+        if args.device == "cpu" and not args.skip_real and args.song_minutes:
+            real = checkpoint(tmp / "real", train.QWEN3_06B, torch.float32)
+            for i, minutes in enumerate(args.song_minutes):
+                song, seconds = song_file(tmp, minutes * 60)
+                for mode in ["exact", "int8"] if i == 0 else ["exact"]:
+                    r = cpu_song(real, song, *(["--quantize", "int8"] if mode == "int8" else []))
+                    print(
+                        f"cpu {minutes:g}-min {mode}: total {r['total']:.0f} s (prefill {r['prefill']:.0f} s, "
+                        f"decode {r['decode']:.0f} s, encodec {r['encodec']:.0f} s, model {r['model']:.0f} s), "
+                        f"{r['notes']:.0f} Expert notes, peak RSS {r['peak RSS GiB']:.1f} GiB",
+                        flush=True,
+                    )
+                    what = f"Qwen3-0.6B fp32 {mode}, end to end"
+                    rows.append((what, "cpu", f"{seconds:.0f} s song", r["total"] * 60 / seconds))
         if args.device == "cuda" and not args.skip_real:
             real = checkpoint(tmp / "real", train.QWEN3_06B, torch.bfloat16)
             song, seconds = song_file(tmp, 180)

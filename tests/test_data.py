@@ -133,11 +133,13 @@ def test_notes_land_on_their_ticks_and_frames(dataset, corpus, tokenizer):
             prompt = input_ids[: int(np.flatnonzero(input_ids == NOTES_START)[0])]
             grid = {int(t) - TIME.start for t in prompt if TIME.start <= t < TIME.stop}
             assert [t - TIME.start for t in tokens if t in TIME] == sorted(grid | {n[0] for n in expected})
-            # the audio is the song's codes from the chunk's first beat on
+            # the audio is the song's codes from the chunk's first beat on, past the song's end its silence
             spb_frames = 60 / level.bpm * tokenizer.frame_rate  # frames per beat
             first = round(start * spb_frames)
-            full = dataset.cache.load(item.song_hash)
-            assert np.array_equal(_audio_codes(input_ids), full[first : first + len(_audio_codes(input_ids))])
+            full, audio = dataset.cache.load(item.song_hash), _audio_codes(input_ids)
+            song_part = full[first : first + len(audio)]
+            assert np.array_equal(audio[: len(song_part)], song_part)
+            assert (audio[len(song_part) :] == dataset.silence).all()
             for tick, *fields in expected:
                 beat = start + tick / PPQ
                 assert abs(first + tick / PPQ * spb_frames - beat * spb_frames) <= 1
@@ -157,13 +159,11 @@ def test_time_markers_sit_before_each_grid_ticks_first_frame(dataset, tokenizer)
         marks = np.flatnonzero((audio >= TIME.start) & (audio < TIME.stop))
         codes_before = marks - np.arange(len(marks))  # audio tokens ahead of each marker
         assert (codes_before % 2 == 0).all()  # never between a frame's two codes
-        frames = (len(audio) - len(marks)) // 2
         ticks = [b * PPQ + t for b in range(CHUNK_BEATS) for t in MARKER_TICKS]
         per_tick = 60 / item.bpm / PPQ * tokenizer.frame_rate
         at = [round((start * PPQ + tick) * per_tick) - round(start * PPQ * per_tick) for tick in ticks]
-        expected = [(tick, f) for tick, f in zip(ticks, at) if f < frames]
-        assert list(zip((audio[marks] - TIME.start).tolist(), (codes_before // 2).tolist())) == expected
-        assert len(marks) == len(ticks) or frames <= at[-1]  # fewer only where the song ends
+        # every window, the song's last included, holds the whole grid
+        assert list(zip((audio[marks] - TIME.start).tolist(), (codes_before // 2).tolist())) == list(zip(ticks, at))
         # markers are never trained on: only the notes after NOTES_START and EOS carry labels
         labels = audio_masking_collator([{"input_ids": input_ids}])["labels"][0]
         notes_start = int(np.flatnonzero(input_ids == NOTES_START)[0])
@@ -178,15 +178,20 @@ def _difficulty_name(input_ids: np.ndarray) -> str:
 
 
 def test_audio_slice_is_the_chunks_seconds_at_every_bpm(dataset, tokenizer):
-    bpms = set()
+    bpms, padded = set(), 0
     for item, start, input_ids in _chunks(dataset):
         frames = len(_audio_codes(input_ids))
         expected = round(CHUNK_BEATS * 60 / item.bpm * tokenizer.frame_rate)
-        song_end = round((start + CHUNK_BEATS) * 60 / item.bpm * tokenizer.frame_rate) > dataset.frames[item.song_hash]
-        if not song_end:
-            assert abs(frames - expected) <= 1, (item.bpm, start)
-            bpms.add(item.bpm)
-    assert bpms == set(SYNTH_BPMS)
+        assert abs(frames - expected) <= 1, (item.bpm, start)  # the song's last chunk too: padded
+        padded += round((start + CHUNK_BEATS) * 60 / item.bpm * tokenizer.frame_rate) > dataset.frames[item.song_hash]
+        bpms.add(item.bpm)
+    assert bpms == set(SYNTH_BPMS) and padded > 0
+
+
+def test_silence_codes_are_what_the_codec_gives_silence(tokenizer):
+    silence = tokenizer.silence_codes()
+    codes = tokenizer.encode(np.zeros(3 * tokenizer.sample_rate, dtype=np.float32))
+    assert silence.shape == (2,) and (codes == silence).all(axis=1).mean() > 0.5
 
 
 def test_chunks_start_on_bars_and_shift_per_epoch(dataset, base, tokenizer, cache_dir):

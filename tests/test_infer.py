@@ -2,6 +2,7 @@
 
 import io
 import json
+import math
 import zipfile
 from collections import defaultdict
 
@@ -157,6 +158,36 @@ def test_lm_head_is_cut_to_the_token_space_exactly(untrained):
         assert torch.allclose(model(ids).logits, full(ids).logits[..., :VOCAB_SIZE], atol=1e-5)
 
 
+def test_batches_keep_order_cap_rows_and_fit_memory():
+    lengths = [10, 20, 30, 40, 50, 60]
+    plan = infer.batches(lengths, 4, lambda rows, longest: rows * longest <= 100)
+    assert [list(part) for part in plan] == [[0, 1, 2], [3, 4], [5]]  # 3 x 30, 2 x 50, then 60 alone
+    assert [list(part) for part in infer.batches(lengths, 4, lambda rows, longest: True)] == [[0, 1, 2, 3], [4, 5]]
+    assert [list(p) for p in infer.batches(lengths, 4, lambda rows, longest: False)] == [[i] for i in range(6)]
+    assert infer.batches([], 4, lambda rows, longest: True) == []
+
+
+def test_window_bytes_is_the_kv_cache_and_one_layers_activations():
+    from transformers import AutoModelForCausalLM, Qwen3Config
+
+    model = AutoModelForCausalLM.from_config(Qwen3Config(**train.QWEN3_06B | dict(num_hidden_layers=1)))
+    # Qwen3-0.6B: 8 KV heads x 128 per K and per V, fp32; q 16 x 128; MLP 3 x 3072; 2 x hidden 1024
+    per_token = 2 * 8 * 128 * 4 + (16 * 128 + 2 * 8 * 128 + 3 * 3072 + 2 * 1024) * 4
+    assert infer.window_bytes(model, 1000) == 1000 * per_token
+    model.config.num_hidden_layers = 28
+    assert infer.window_bytes(model, 6000) / 2**30 == pytest.approx(1.6, abs=0.1)  # a 64-beat window at 120 BPM
+
+
+def test_prefill_computes_logits_for_the_last_position_only(untrained):
+    model, info = infer.load_checkpoint(str(untrained), torch.device("cpu"), "float32")
+    positions = []  # positions the LM head saw per forward
+    model.get_output_embeddings().register_forward_hook(lambda m, args, out: positions.append(args[0].shape[1]))
+    prompt = torch.cat([torch.tensor([TIME.start + t for t in range(0, 8 * 48, 12)]), torch.tensor([NOTES_START])])
+    rows = [("Expert", 0, 8 * 48, np.concatenate([np.zeros(300, np.int64) + 5, prompt.numpy()]))]
+    infer.decode(model, rows, CHUNK_BEATS, info, infer.sampling_options())
+    assert len(positions) > 10 and set(positions) == {1}
+
+
 def infer_notes(chunk_notes):
     return [Note(tick / 48, x, y, c, d) for tick, x, y, c, d in chunk_notes]
 
@@ -283,6 +314,39 @@ def test_tempo_on_real_songs_meets_the_targets():
 
 
 # ---------------------------------------------------------------- errors
+
+
+def test_tight_memory_decodes_window_by_window_and_reports_the_time(tmp_path, untrained, capsys, monkeypatch):
+    song, _ = _synth_song(tmp_path, 2, bars=6)
+    sizes = []
+    decode = infer.decode
+    monkeypatch.setattr(infer, "decode", lambda model, batch, *a: sizes.append(len(batch)) or decode(model, batch, *a))
+    common = [str(song), "--model", str(untrained), "--bpm", "120", "--offset", "0", "--temperature", "1"]
+    assert infer.main([*common, "--output", str(tmp_path / "a.zip"), "--difficulty", "Normal", "Expert"]) == 0
+    rows = 2 * math.ceil(sf.info(song).duration * 120 / 60 / CHUNK_BEATS)  # windows x difficulties
+    assert sizes == [rows]  # they fit in one batch of at most 16
+    out = capsys.readouterr().out
+    times = dict(part.rsplit(" ", 2)[:2] for part in out.split("time: ")[1].splitlines()[0].split(", "))
+    assert {"prefill", "decode", "encodec", "total"} <= set(times) and float(times["decode"]) > 0
+
+    sizes.clear()
+    monkeypatch.setattr(infer, "free_bytes", lambda device: 1)  # room for no batch: one window at a time
+    assert infer.main([*common, "--output", str(tmp_path / "b.zip"), "--difficulty", "Normal", "Expert"]) == 0
+    assert sizes == [1] * rows
+    assert sum(len(d.notes) for d in load_level(tmp_path / "b.zip").difficulties) > 0
+
+
+def test_quantize_int8_maps_on_cpu_and_is_refused_on_cuda(tmp_path, untrained, capsys):
+    song, _ = _synth_song(tmp_path, 2, bars=6)
+    common = [str(song), "--model", str(untrained), "--bpm", "120", "--offset", "0", "--temperature", "1"]
+    assert infer.main([*common, "--quantize", "int8", "--output", str(tmp_path / "q.zip")]) == 0
+    assert len(load_level(tmp_path / "q.zip").difficulties[0].notes) > 0
+    model, _ = infer.load_checkpoint(str(untrained), torch.device("cpu"), "float32")
+    linear = {type(m) for m in infer.quantized(model).modules() if type(m).__name__ == "Linear"}
+    assert linear == {torch.ao.nn.quantized.dynamic.Linear}  # every projection and the LM head
+    capsys.readouterr()
+    assert infer.main([*common, "--quantize", "int8", "--device", "cuda"]) == 2
+    assert "--quantize int8 is for CPU" in capsys.readouterr().err
 
 
 def test_bad_inputs_exit_2_with_one_line(tmp_path, untrained, capsys):
