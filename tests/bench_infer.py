@@ -129,9 +129,9 @@ def matmul_peak(device: str, dtype: torch.dtype, size: int = 2048, seconds: floa
     return 2 * size**3 / best / 1e9
 
 
-def cpu_song(model_dir: Path, song: Path, *extra: str) -> dict[str, float]:
+def cpu_song(model_dir: Path, song: Path, *extra: str) -> dict:
     """infer.py in a process of its own on the song (real-size model, Expert at most 2.5 notes per beat, as
-    random weights write up to the cap) -> its reported seconds per stage, notes, and peak RSS in GiB."""
+    random weights write up to the cap) -> its reported seconds per stage, notes, peak RSS in GiB, dtype."""
     import resource
     import subprocess
 
@@ -144,7 +144,8 @@ def cpu_song(model_dir: Path, song: Path, *extra: str) -> dict[str, float]:
     line = next(x for x in done.stdout.splitlines() if x.startswith("time: "))
     figures = {k: float(v) for k, v, _ in (part.rsplit(" ", 2) for part in line[6:].split(", "))}
     notes = next(x for x in done.stdout.splitlines() if x.startswith("Expert: "))
-    return figures | {"notes": float(notes.split()[1]), "peak RSS GiB": max(rss, before) / 2**20}
+    precision = next(x for x in done.stdout.splitlines() if x.startswith("model: ")).split("(")[1].rstrip(")")
+    return figures | {"notes": float(notes.split()[1]), "peak RSS GiB": max(rss, before) / 2**20, "dtype": precision}
 
 
 def main() -> None:
@@ -187,7 +188,9 @@ def main() -> None:
             rows.append((what, args.device, f"x{60 / chunk_seconds:.2f}", per_minute))
             print(f"{dtype}: a 3-minute song at this rate takes {per_minute * 3:.0f} s")
         if args.device == "cpu" and not args.skip_real and args.song_minutes:
-            real = checkpoint(tmp / "real", train.QWEN3_06B, torch.float32)
+            # bf16 weights, as train.py writes them on a GPU: infer.py's auto dtype then runs bf16 on CPUs with
+            # native bf16 (else float32); int8 quantizes the float32 upcast
+            real = checkpoint(tmp / "real", train.QWEN3_06B, torch.bfloat16)
             for i, minutes in enumerate(args.song_minutes):
                 song, seconds = song_file(tmp, minutes * 60)
                 for mode in ["exact", "int8"] if i == 0 else ["exact"]:
@@ -195,10 +198,10 @@ def main() -> None:
                     print(
                         f"cpu {minutes:g}-min {mode}: total {r['total']:.0f} s (prefill {r['prefill']:.0f} s, "
                         f"decode {r['decode']:.0f} s, encodec {r['encodec']:.0f} s, model {r['model']:.0f} s), "
-                        f"{r['notes']:.0f} Expert notes, peak RSS {r['peak RSS GiB']:.1f} GiB",
+                        f"{r['notes']:.0f} Expert notes, peak RSS {r['peak RSS GiB']:.1f} GiB, {r['dtype']}",
                         flush=True,
                     )
-                    what = f"Qwen3-0.6B fp32 {mode}, end to end"
+                    what = f"Qwen3-0.6B {mode}, end to end"
                     rows.append((what, "cpu", f"{seconds:.0f} s song", r["total"] * 60 / seconds))
         if args.device == "cuda" and not args.skip_real:
             real = checkpoint(tmp / "real", train.QWEN3_06B, torch.bfloat16)

@@ -1,6 +1,6 @@
 """Learnability: does the pipeline learn to put notes where the audio has them?
 
-    python tests/bench_learn.py [--train-songs 64] [--held-out 8] [--train-minutes 18] [--chunk-beats 8]
+    python tests/bench_learn.py [--train-songs 64] [--held-out 8] [--bars 13] [--train-minutes 18] [--chunk-beats 8]
 
 On CPU, end to end through the project's own entry points: a hard synthetic corpus
 (`utils.py synth --hard`: random tempi 60-200 BPM, rests, syncopation, triplets, fills,
@@ -8,7 +8,8 @@ hats/bass/chords that carry no notes) is split into training songs and held-out 
 a small Qwen3 (~5M parameters) trains through train.py for a fixed time with the random
 test codec; infer.py maps every held-out song with its BPM given; the scorecard compares
 each difficulty with the truth. Baselines in the same run: the same model untrained, a
-note on every beat, a note on every onset librosa finds. A last row maps as many songs the
+note on every beat, a note on every onset librosa finds; and the trained model through
+`infer.py --quantize int8`, the faster inexact CPU path. A last row maps as many songs the
 model trained on: high there but low held out means it memorised, low on both means it has
 not learned to find hits at all. First, a check that the codec's tokens carry the drum hits
 (code changes at note frames, a linear probe fitted on training songs and scored on
@@ -81,14 +82,15 @@ def codec_report(train_zips: list[Path], held_out_zips: list[Path]) -> dict[str,
     }
 
 
-def map_song(model_dir: Path, level_path: Path, out: Path) -> dict[str, list[Note]]:
-    """infer.py on a song with its BPM (and beat 0 at 0 s) given -> {difficulty: notes}."""
+def map_song(model_dir: Path, level_path: Path, out: Path, *extra: str) -> dict[str, list[Note]]:
+    """infer.py (with these extra arguments) on a song with its BPM (and beat 0 at 0 s) given -> {difficulty:
+    notes}."""
     level = load_level(level_path)
     out.mkdir(parents=True, exist_ok=True)
     song = out / "song.egg"
     song.write_bytes(read_level_file(level_path, level.song_filename))
     argv = [str(song), "--model", str(model_dir), "--bpm", str(level.bpm), "--offset", "0"]
-    argv += ["--difficulty", *DIFFICULTIES, "--output", str(out / "level.zip")]
+    argv += ["--difficulty", *DIFFICULTIES, "--output", str(out / "level.zip"), *extra]
     with contextlib.redirect_stdout(io.StringIO()):
         assert infer.main(argv) == 0
     mapped = load_level(out / "level.zip")
@@ -199,11 +201,16 @@ def main() -> int:
 
         truth = {p.stem: load_level(p) for p in held_out}
         runs: dict[str, dict] = {"trained": {}, "untrained": {}, "every beat": {}, "every onset": {}}
+        runs["trained int8"] = {}  # infer.py --quantize int8: what the faster, inexact CPU path costs
         for path in held_out:
-            for name, folder in (("trained", model_dir), ("untrained", untrained)):
+            for name, folder, *extra in (
+                ("trained", model_dir),
+                ("untrained", untrained),
+                ("trained int8", model_dir, "--quantize", "int8"),
+            ):
                 work = root / "maps" / name / path.stem
                 work.mkdir(parents=True, exist_ok=True)
-                runs[name][path.stem] = map_song(folder, path, work)
+                runs[name][path.stem] = map_song(folder, path, work, *extra)
             for name, maps in grid_baselines(path).items():
                 runs[name][path.stem] = maps
         lengths = {p.stem: audio_beats(p) for p in held_out}
@@ -228,7 +235,7 @@ def main() -> int:
     print(f"\n{'run':<12}" + "".join(f"{c:>18}" for c in columns))
     for name, s in [*scores.items(), ("seen songs", seen_scores)]:
         print(f"{name:<12}" + "".join(f"{s[c]:>18.3f}" for c in columns))
-    baselines = {name: s["f1"] for name, s in scores.items() if name != "trained"}
+    baselines = {name: s["f1"] for name, s in scores.items() if not name.startswith("trained")}
     best = max((n for n in baselines if n != "untrained"), key=baselines.get)
     best = max(baselines, key=baselines.get) if baselines["untrained"] > baselines[best] else best
     ours = scores["trained"]

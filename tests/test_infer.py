@@ -178,6 +178,26 @@ def test_window_bytes_is_the_kv_cache_and_one_layers_activations():
     assert infer.window_bytes(model, 6000) / 2**30 == pytest.approx(1.6, abs=0.1)  # a 64-beat window at 120 BPM
 
 
+@pytest.mark.parametrize("cache", ["dynamic", "static"])
+def test_grouped_decode_attention_matches_sdpa_with_left_padding(untrained, cache):
+    from transformers import AutoModelForCausalLM
+
+    ours, _ = infer.load_checkpoint(str(untrained), torch.device("cpu"), "float32")
+    sdpa = infer.token_space_head(AutoModelForCausalLM.from_pretrained(untrained, attn_implementation="sdpa").eval())
+    assert ours.config._attn_implementation == infer.DECODE_ATTENTION
+    assert ours.config.num_key_value_heads < ours.config.num_attention_heads  # grouped-query attention
+    ids = torch.randint(0, VOCAB_SIZE, (3, 50), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[0, :7], mask[2, :20] = 0, 0  # left padding of different lengths
+    options = {"max_new_tokens": 12, "min_new_tokens": 12, "do_sample": False, "pad_token_id": PAD}
+    options |= {"output_scores": True, "return_dict_in_generate": True, "cache_implementation": cache}
+    with torch.no_grad():
+        a = ours.generate(input_ids=ids, attention_mask=mask, **options)
+        b = sdpa.generate(input_ids=ids, attention_mask=mask, **options)
+    assert torch.equal(a.sequences, b.sequences)
+    assert all(torch.allclose(x, y, atol=1e-4) for x, y in zip(a.scores, b.scores))
+
+
 def test_prefill_computes_logits_for_the_last_position_only(untrained):
     model, info = infer.load_checkpoint(str(untrained), torch.device("cpu"), "float32")
     positions = []  # positions the LM head saw per forward
