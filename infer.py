@@ -291,12 +291,20 @@ def window_bytes(model, tokens: int) -> int:
     return tokens * (kv + activations) * width
 
 
-def free_bytes(device: torch.device) -> int:
+def free_bytes(device: torch.device, cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """Memory this process may still take: free GPU memory, or available RAM capped by a cgroup v2 limit
+    (containers, where the machine's RAM is not ours)."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
     import psutil
 
-    return psutil.virtual_memory().available
+    available = psutil.virtual_memory().available
+    try:
+        limit = (cgroup / "memory.max").read_text().strip()
+        used = int((cgroup / "memory.current").read_text())
+    except (OSError, ValueError):
+        return available
+    return available if limit == "max" else min(available, max(0, int(limit) - used))
 
 
 def batches(lengths: list[int], max_rows: int, fits) -> list[range]:
@@ -427,6 +435,7 @@ def decode(
         max_new_tokens=max(budget, 1),
         eos_token_id=EOS,
         pad_token_id=PAD,
+        cache_implementation="static",  # preallocated: no copy of the whole cache per step, as a growing one makes
         **sampling,
     )
     # output: [rows, length + generated] token ids; what follows the prompt is notes, then EOS/PAD

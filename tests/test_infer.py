@@ -167,6 +167,18 @@ def test_batches_keep_order_cap_rows_and_fit_memory():
     assert infer.batches([], 4, lambda rows, longest: True) == []
 
 
+def test_free_memory_is_capped_by_the_containers_cgroup(tmp_path):
+    import psutil
+
+    cpu = torch.device("cpu")
+    assert infer.free_bytes(cpu, tmp_path / "none") > 0  # no cgroup files: the machine's available RAM
+    (tmp_path / "memory.max").write_text("max\n")
+    (tmp_path / "memory.current").write_text("1000\n")
+    assert infer.free_bytes(cpu, tmp_path) == pytest.approx(psutil.virtual_memory().available, rel=0.05)
+    (tmp_path / "memory.max").write_text(f"{2**30 + 1000}\n")
+    assert infer.free_bytes(cpu, tmp_path) == 2**30  # the limit minus what the container already uses
+
+
 def test_window_bytes_is_the_kv_cache_and_one_layers_activations():
     from transformers import AutoModelForCausalLM, Qwen3Config
 
