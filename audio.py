@@ -267,18 +267,64 @@ def _fit_random_codebooks(model, bandwidth: float, seed: int) -> None:
 TRACKERS = ("essentia", "librosa")
 ONSET_RATE = 22050  # onset envelope: librosa spectral flux at this rate ...
 ONSET_HOP = 128  # ... one value per 5.8 ms
+ENVELOPE_RATE = ONSET_RATE / ONSET_HOP  # onset envelope frames per second
 LOCAL_MEAN_FRAMES = 64  # envelope minus its 0.37 s moving mean: onsets stand out of loud passages
 PHASE_BINS = 96  # a beat's fold profile resolution (6 ms at 60 BPM)
 COARSE_SPAN, COARSE_STEPS = 0.03, 601  # refine within +-3% in steps of 0.01% ...
 FINE_SPAN, FINE_STEPS = 0.0003, 201  # ... then within +-0.03% in steps of 0.0003%
-ON_GRID_BEATS = 0.1  # a tracked beat this close to the fitted grid agrees with it
+ON_GRID_BEATS = 0.1  # a stretch of song whose onsets peak this close to the grid's beat agrees with it
+TEMPO_RANGE = (50.0, 320.0)  # BPM: candidates outside are dropped
+RELATIVES = (1.0, 2.0, 1 / 2, 3 / 2, 2 / 3, 4 / 3, 3 / 4)  # the metrical relatives of every candidate
+AUTOCORRELATION_PEAKS = 4  # candidates from the onset envelope's autocorrelation
+SAME_CANDIDATE = 0.005  # refined candidates closer than this (relative) are one
+# The prior over the tempi mappers choose: log-normal, fitted to the Info BPMs of the 14 human
+# levels of distinct songs in ../shared/fixtures/maps (70-240 BPM): geometric mean 139.5 BPM,
+# log standard deviation 0.374. Refit it from a scrape manifest's bpm column with bpm_prior().
+PRIOR_BPM, PRIOR_LOG_SD = 139.5, 0.374
+# A candidate's score: log fold sharpness + PRIOR_WEIGHT x log prior + TRACKER_BONUS for the tracker's own
+# tempo (essentia picks the mapper's metrical level on 6 of the 7 fixture songs, a tempo from elsewhere has
+# to fold e^1.5 = 4.5x sharper to beat it). Chosen by a grid search over these 7 songs and 8 synthetic ones
+# (bench_tempo.py): few songs, so treat them as a starting point to refit on more.
+PRIOR_WEIGHT, TRACKER_BONUS = 0.5, 1.5
+SEGMENT_BEATS = 16  # the grid check folds the song this many beats at a time
+STEADY_SHARE = 0.8  # below this share of stretches on one grid the tempo is doubtful (or changes)
+CLEAR_MARGIN = math.log(2)  # the best candidate this far ahead of the next (in score) is clearly ahead
+MIN_SEGMENT_BEATS = 4  # a tempo region of the beat curve spans at least this many beats
+CHANGE_SHARE = 0.02  # local tempi this far apart are a tempo change, not tracker jitter
+CURVE_GAIN = 1.25  # a changing tempo must make the onsets hit its beats this much more than one tempo does ...
+CURVE_HIT = 2.0  # ... and hit them this clearly (fold peak at the beats, in envelope standard deviations)
+
+
+class Candidate(NamedTuple):
+    bpm: float
+    score: float  # log fold sharpness + weighted log prior + the tracker's bonus: higher is better
+    sharpness: float  # fold peak above its mean, in envelope standard deviations
+    source: str  # where it came from: "tracker", "autocorrelation", and "x3/2" etc. for relatives
 
 
 class Tempo(NamedTuple):
-    bpm: float
+    bpm: float  # one tempo; for a changing song, the tempo of its first beats
     first_beat: float  # seconds: the earliest beat of the grid, in [0, 60 / bpm)
-    confidence: float  # share of the tracker's beats within ON_GRID_BEATS of the grid, 0..1
+    confidence: float  # 0..1: min(margin of the best candidate over the next, share of the song on the grid)
     tracker: str
+    candidates: tuple[Candidate, ...] = ()  # best first
+    beats: np.ndarray | None = None  # when the tempo changes: [beats] seconds of every beat, first_beat first
+    steady_share: float = 1.0  # share of SEGMENT_BEATS stretches whose onsets peak on the grid's beats
+
+    @property
+    def doubtful(self) -> bool:
+        return self.confidence < 0.5
+
+
+def bpm_prior(bpms: np.ndarray) -> tuple[float, float]:
+    """BPMs of real maps (a scrape manifest's bpm column) -> (PRIOR_BPM, PRIOR_LOG_SD): their
+    geometric mean and log standard deviation, ignoring non-positive entries."""
+    logs = np.log(np.asarray(bpms, dtype=np.float64)[np.asarray(bpms) > 0])
+    return float(np.exp(logs.mean())), float(logs.std(ddof=1))
+
+
+def _log_prior(bpm: float) -> float:
+    return -0.5 * (math.log(bpm / PRIOR_BPM) / PRIOR_LOG_SD) ** 2
 
 
 def available_tracker() -> str:
@@ -310,7 +356,7 @@ def _tracked_beats(samples: np.ndarray, sample_rate: int, onset_audio: np.ndarra
 
 def _onset_envelope(onset_audio: np.ndarray) -> np.ndarray:
     """onset_audio: [n] mono at ONSET_RATE -> onset strength minus its local mean: [frames] float,
-    ONSET_RATE / ONSET_HOP per second."""
+    ENVELOPE_RATE per second."""
     import librosa
 
     envelope = librosa.onset.onset_strength(y=onset_audio, sr=ONSET_RATE, hop_length=ONSET_HOP, n_fft=1024)
@@ -319,7 +365,7 @@ def _onset_envelope(onset_audio: np.ndarray) -> np.ndarray:
 
 def _fold(envelope: np.ndarray, bpm: float) -> np.ndarray:
     """The envelope folded onto one beat at this tempo: [PHASE_BINS] mean onset strength per phase."""
-    frames_per_beat = 60 / bpm * ONSET_RATE / ONSET_HOP
+    frames_per_beat = 60 / bpm * ENVELOPE_RATE
     bins = ((np.arange(envelope.size) / frames_per_beat) % 1 * PHASE_BINS).astype(np.int64)
     counts = np.bincount(bins, minlength=PHASE_BINS)
     return np.bincount(bins, weights=envelope, minlength=PHASE_BINS) / np.maximum(counts, 1)
@@ -342,13 +388,177 @@ def estimate_first_beat(samples: np.ndarray, sample_rate: int, bpm: float) -> fl
     return _first_beat(_onset_envelope(_resampled(samples, sample_rate, ONSET_RATE)), bpm)
 
 
-def estimate_tempo(samples: np.ndarray, sample_rate: int, tracker: str | None = None) -> Tempo:
-    """samples: [n] mono float -> the song's BPM and the time of its first beat.
+def _autocorrelation_bpms(envelope: np.ndarray) -> list[float]:
+    """The tempi of the AUTOCORRELATION_PEAKS highest peaks of the envelope's autocorrelation
+    within TEMPO_RANGE: the periods the song repeats at, whatever a tracker makes of them."""
+    spectrum = np.fft.rfft(envelope, 2 * envelope.size)
+    correlation = np.fft.irfft(np.abs(spectrum) ** 2)[: envelope.size]  # [lags]
+    lags = np.arange(math.floor(60 * ENVELOPE_RATE / TEMPO_RANGE[1]), math.ceil(60 * ENVELOPE_RATE / TEMPO_RANGE[0]))
+    values = correlation[lags]
+    peaks = np.flatnonzero((values[1:-1] > values[:-2]) & (values[1:-1] >= values[2:])) + 1
+    best = peaks[np.argsort(values[peaks])[::-1][:AUTOCORRELATION_PEAKS]]
+    # a peak's lag refined to a fraction of a frame by a parabola through it and its neighbours
+    a, b, c = values[best - 1], values[best], values[best + 1]
+    shift = 0.5 * (a - c) / np.where(a - 2 * b + c == 0, -1, a - 2 * b + c)
+    return [float(60 * ENVELOPE_RATE / (lags[i] + s)) for i, s in zip(best, shift)]
 
-    A beat tracker gives the metrical level (its median beat interval); the tempo is
-    then refined over the whole song by folding the onset envelope at candidate tempos:
-    a 1% error drifts a 64-beat chunk by most of a beat, a fold's peak blurs at any
-    error. The first beat is the fold's peak phase.
+
+def tempo_candidates(envelope: np.ndarray, tracker_bpm: float | None) -> list[Candidate]:
+    """envelope: [frames] onset envelope -> every candidate tempo, best first. Sources: the tracker's
+    tempo and the autocorrelation's peaks, each with its metrical relatives (RELATIVES); each is
+    refined over the whole song (the sharpest fold within +-3%, then +-0.03%) and scored the same way:
+    log fold sharpness + PRIOR_WEIGHT x log prior (the tempi mappers choose) + TRACKER_BONUS for the
+    tracker's own tempo."""
+    sources = [(tracker_bpm, "tracker")] if tracker_bpm else []
+    sources += [(bpm, "autocorrelation") for bpm in _autocorrelation_bpms(envelope)]
+    spread = max(float(envelope.std()), 1e-9)
+    found: list[Candidate] = []
+    for base, source in sources:
+        for ratio, name in zip(RELATIVES, ("", "x2", "x1/2", "x3/2", "x2/3", "x4/3", "x3/4")):
+            bpm = base * ratio
+            if not TEMPO_RANGE[0] <= bpm <= TEMPO_RANGE[1]:
+                continue
+            if any(abs(c.bpm / bpm - 1) < COARSE_SPAN / 2 for c in found):
+                continue  # already refined from a nearby start
+            bpm = _best_bpm(envelope, _best_bpm(envelope, bpm, COARSE_SPAN, COARSE_STEPS), FINE_SPAN, FINE_STEPS)
+            if any(abs(c.bpm / bpm - 1) < SAME_CANDIDATE for c in found):
+                continue
+            fold = _fold(envelope, bpm)
+            sharpness = max(float(fold.max() - fold.mean()) / spread, 1e-9)
+            label = f"{source} {name}".strip()
+            score = math.log(sharpness) + PRIOR_WEIGHT * _log_prior(bpm) + TRACKER_BONUS * (label == "tracker")
+            found.append(Candidate(bpm, score, sharpness, label))
+    return sorted(found, key=lambda c: -c.score)
+
+
+def _grid_times(bpm: float, first_beat: float, seconds: float) -> np.ndarray:
+    """[beats] seconds of every beat of one tempo from first_beat to past `seconds`."""
+    return first_beat + 60 / bpm * np.arange(math.ceil((seconds - first_beat) * bpm / 60) + 2)
+
+
+def _stretch_folds(envelope: np.ndarray, times: np.ndarray, stretch_frames: int) -> np.ndarray:
+    """envelope: [frames], times: [beats] seconds of a beat grid -> [stretches, 3]: per stretch of
+    stretch_frames frames from the grid's first beat on, its onset activity (mean positive envelope),
+    how strongly its onsets hit the grid's beats (the fold's peak within ON_GRID_BEATS of a beat above
+    the fold's mean, in envelope standard deviations) and the distance of the fold's peak from a beat."""
+    frame_times = np.arange(envelope.size) / ENVELOPE_RATE
+    position = np.interp(frame_times, times, np.arange(times.size, dtype=np.float64))  # [frames] beats
+    near = np.abs((np.arange(PHASE_BINS) + 0.5) / PHASE_BINS - 0.5) >= 0.5 - ON_GRID_BEATS  # bins by a beat
+    spread = max(float(envelope.std()), 1e-9)
+    rows = []
+    for start in range(int(times[0] * ENVELOPE_RATE), envelope.size - stretch_frames // 2, stretch_frames):
+        part = slice(max(start, 0), start + stretch_frames)
+        bins = (position[part] % 1 * PHASE_BINS).astype(np.int64)
+        fold = np.bincount(bins, envelope[part], PHASE_BINS) / np.maximum(np.bincount(bins, None, PHASE_BINS), 1)
+        peak = (int(np.argmax(fold)) + 0.5) / PHASE_BINS
+        hit = (float(fold[near].max()) - float(fold.mean())) / spread
+        rows.append((float(np.maximum(envelope[part], 0).mean()), hit, min(peak, 1 - peak)))
+    return np.array(rows).reshape(-1, 3)
+
+
+def _stretch_frames(times: np.ndarray) -> int:
+    return max(1, round(SEGMENT_BEATS * float(np.median(np.diff(times))) * ENVELOPE_RATE))
+
+
+def steady_share(envelope: np.ndarray, times: np.ndarray) -> float:
+    """envelope: [frames], times: [beats] seconds of a beat grid (one tempo or a curve) -> the share
+    of its SEGMENT_BEATS-beat stretches, weighted by their onset activity (quiet ones count little),
+    whose onsets peak within ON_GRID_BEATS of the grid's beats. 1 for a song that stays on the grid."""
+    folds = _stretch_folds(envelope, times, _stretch_frames(times))
+    total = folds[:, 0].sum()
+    return float((folds[:, 0] * (folds[:, 2] <= ON_GRID_BEATS)).sum() / total) if total else 0.0
+
+
+def _hits(envelope: np.ndarray, times: np.ndarray, grid: np.ndarray) -> tuple[float, float]:
+    """How strongly the song's onsets hit the beats of `times` and those of `grid`: stretch by stretch over
+    the same frames, the fold's peak at the beats in envelope standard deviations, activity-weighted."""
+    frames = _stretch_frames(grid)
+    a, b = _stretch_folds(envelope, times, frames), _stretch_folds(envelope, grid, frames)
+    count = min(len(a), len(b))
+    weights = b[:count, 0] if b[:count, 0].sum() > 0 else np.ones(count)
+    first, second = (float(np.average(np.maximum(f[:count, 1], 0), weights=weights)) for f in (a, b))
+    return first, second
+
+
+def _segment_fit(x: np.ndarray, y: np.ndarray, penalty: float) -> np.ndarray:
+    """Points (x ascending, y) -> [len(x)] y fitted by straight lines over contiguous runs of at least
+    MIN_SEGMENT_BEATS points, the runs chosen to minimise squared error + penalty per run (dynamic
+    programming over every split; sums of squares from prefix sums)."""
+    n = x.size
+    p = [np.r_[0.0, np.cumsum(v)] for v in (np.ones(n), x, y, x * x, x * y, y * y)]
+
+    def sse(i: np.ndarray, j: int) -> np.ndarray:
+        # squared residuals of the least-squares line through points i..j-1, for every start i
+        k, sx, sy, sxx, sxy, syy = (q[j] - q[i] for q in p)
+        vx, cxy, vy = sxx - sx * sx / k, sxy - sx * sy / k, syy - sy * sy / k
+        return np.maximum(vy - cxy * cxy / np.maximum(vx, 1e-12), 0.0)
+
+    best, cut = np.full(n + 1, np.inf), np.zeros(n + 1, dtype=np.int64)
+    best[0] = 0.0
+    for j in range(MIN_SEGMENT_BEATS, n + 1):
+        starts = np.arange(0, j - MIN_SEGMENT_BEATS + 1)
+        starts = starts[(starts == 0) | (starts >= MIN_SEGMENT_BEATS)]
+        costs = best[starts] + sse(starts, j) + penalty
+        cut[j], best[j] = starts[np.argmin(costs)], costs.min()
+    fitted, j = np.empty(n), n
+    while j > 0:
+        i = int(cut[j])
+        slope, intercept = np.polyfit(x[i:j], y[i:j], 1)
+        fitted[i:j] = slope * x[i:j] + intercept
+        j = i
+    return fitted
+
+
+def beat_curve(beats: np.ndarray) -> np.ndarray:
+    """beats: [n] tracked beat times (seconds, ascending, some missed or doubled) -> [m] seconds of
+    every beat at the tracker's level, fitted by tempo regions: straight lines (one tempo each) joined
+    where the tempo steps, and short ones where it ramps."""
+    gaps = np.diff(beats)  # [n - 1]
+    local = np.array([np.median(gaps[max(0, i - 4) : i + 5]) for i in range(gaps.size)])  # local period
+    index = np.r_[0, np.cumsum(np.maximum(1, np.round(gaps / local)))].astype(np.float64)  # [n] beat numbers
+    # tracker jitter from second differences of beat times (std = jitter * sqrt(6) on a steady grid)
+    second = np.diff(gaps / np.diff(index))
+    jitter = max(1.4826 * float(np.median(np.abs(second - np.median(second)))) / math.sqrt(6), 0.002)
+    trend = np.polyval(np.polyfit(index, beats, 1), index)
+    fitted = _segment_fit(index, beats - trend, 6 * math.log(max(beats.size, 2)) * jitter**2) + trend
+    every = np.arange(index[-1] + 1)
+    return np.interp(every, index, fitted)  # beats the tracker missed lie on their region's line
+
+
+def _curve_at(curve: np.ndarray, ratio: float, envelope: np.ndarray, seconds: float) -> np.ndarray:
+    """curve: [m] seconds of the tracker's beats -> [k] seconds of every beat at `ratio` times its tempo,
+    extended at the song's ends by the nearest beat's period and shifted by the fraction of a beat
+    (within half one) whose beats sit on the strongest onsets, from its first beat on."""
+    position = np.arange(0, (curve.size - 1) * ratio + 1) / ratio  # [k] tracker beats
+    times = np.interp(position, np.arange(curve.size), curve)
+    before = math.ceil(times[0] / (times[1] - times[0])) + 1
+    after = math.ceil((seconds - times[-1]) / (times[-1] - times[-2])) + 2
+    times = np.r_[times[0] - (times[1] - times[0]) * np.arange(before, 0, -1), times]
+    times = np.r_[times, times[-1] + (times[-1] - times[-2]) * np.arange(1, max(after, 0) + 1)]
+    shifts = np.linspace(-0.5, 0.5, 101)[:-1]
+    beat_numbers = np.arange(times.size, dtype=np.float64)
+
+    def onsets(shift: float) -> float:
+        at = np.interp(beat_numbers + shift, beat_numbers, times)
+        frames = np.round(at * ENVELOPE_RATE).astype(np.int64)
+        return float(envelope[frames[(frames >= 0) & (frames < envelope.size)]].sum())
+
+    shift = shifts[np.argmax([onsets(s) for s in shifts])]
+    times = np.interp(beat_numbers + shift, beat_numbers, times)
+    times = times[times >= 0] if (times >= 0).sum() > 1 else times
+    return times
+
+
+def estimate_tempo(samples: np.ndarray, sample_rate: int, tracker: str | None = None) -> Tempo:
+    """samples: [n] mono float -> the song's tempo, first beat, how sure that is, and for a song
+    whose tempo changes, every beat.
+
+    Candidates come from the beat tracker and the onset envelope's autocorrelation, with their
+    metrical relatives; each is refined by folding the whole song's onsets (a 1% error drifts a
+    64-beat window by most of a beat, a fold's peak blurs at any error) and scored by its fold's
+    sharpness and a prior over the tempi mappers choose. The first beat is the fold's peak phase.
+    When the onsets leave the best single grid (steady_share below STEADY_SHARE) and the tracker's
+    beats, fitted by tempo regions, follow them better, the tempo changes: `beats` holds them.
     """
     tracker = tracker or available_tracker()
     onset_audio = _resampled(samples, sample_rate, ONSET_RATE)  # [n * ONSET_RATE / sample_rate] mono
@@ -357,10 +567,24 @@ def estimate_tempo(samples: np.ndarray, sample_rate: int, tracker: str | None = 
     if beats.size < 2:
         raise AudioError(f"no beat found in {duration:.1f} s of audio: pass --bpm and --offset")
     envelope = _onset_envelope(onset_audio)
-    bpm = _best_bpm(envelope, 60 / float(np.median(np.diff(beats))), COARSE_SPAN, COARSE_STEPS)
-    bpm = _best_bpm(envelope, bpm, FINE_SPAN, FINE_STEPS)
-    first_beat = _first_beat(envelope, bpm)
-    period = 60 / bpm
-    offsets = (beats - first_beat) / period
-    confidence = float(np.mean(np.abs(offsets - np.round(offsets)) < ON_GRID_BEATS))
-    return Tempo(bpm, first_beat, confidence, tracker)
+    candidates = tempo_candidates(envelope, 60 / float(np.median(np.diff(beats))))
+    best = candidates[0]
+    first_beat = _first_beat(envelope, best.bpm)
+    share = steady_share(envelope, _grid_times(best.bpm, first_beat, duration))
+    margin = best.score - candidates[1].score if len(candidates) > 1 else CLEAR_MARGIN
+    tempo = Tempo(best.bpm, first_beat, min(margin / CLEAR_MARGIN, share, 1.0), tracker, tuple(candidates), None, share)
+    if share >= STEADY_SHARE or beats.size < 2 * SEGMENT_BEATS:
+        return tempo
+    curve = beat_curve(beats)  # [m] at the tracker's level
+    level = best.bpm * float(np.median(np.diff(curve))) / 60  # the chosen tempo over the tracker's
+    ratio = min(RELATIVES, key=lambda r: abs(math.log(level / r)))
+    times = _curve_at(curve, ratio, envelope, duration)
+    curve_share = steady_share(envelope, times)
+    tempi = 60 / np.diff(times)  # [beats - 1] BPM of every beat
+    changes = np.percentile(tempi, 95) / np.percentile(tempi, 5) > 1 + CHANGE_SHARE
+    hits, grid_hits = _hits(envelope, times, _grid_times(best.bpm, first_beat, duration))
+    if not changes or curve_share < max(STEADY_SHARE, share) or hits < max(CURVE_HIT, CURVE_GAIN * grid_hits):
+        return tempo
+    bpm = float(np.median(tempi[:SEGMENT_BEATS]))
+    confidence = min(curve_share, 1.0)
+    return Tempo(bpm, float(times[0]), confidence, tracker, tuple(candidates), times, curve_share)

@@ -42,6 +42,7 @@ from data import (
     PPQ,
     TOKEN_SPACE_VERSION,
     VOCAB_SIZE,
+    Markers,
     NoteGrammar,
     chunk_codes,
     chunk_frames,
@@ -49,7 +50,7 @@ from data import (
     generated_notes,
     prompt_tokens,
 )
-from maps import Note, atomic_file
+from maps import BpmEvent, Note, atomic_file
 from utils import (
     LIGHT_MODES,
     OUTPUT_RATE,
@@ -88,7 +89,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=_non_negative,
         help="seconds from the file's start to its first beat; estimated when omitted (also with --bpm)",
     )
-    parser.add_argument("--analyze", action="store_true", help="print tempo, first beat and confidence, then exit")
+    parser.add_argument(
+        "--analyze",
+        action="store_true",
+        help="print the tempo, first beat, confidence, the top tempo candidates (pick one with --bpm) and any "
+        "tempo change, then exit",
+    )
     parser.add_argument("--json", action="store_true", help="with --analyze: one JSON object")
     parser.add_argument("--tracker", choices=("essentia", "librosa"), help="beat tracker (default: best installed)")
     parser.add_argument(
@@ -183,6 +189,51 @@ def song_tempo(args: argparse.Namespace, mono: np.ndarray) -> Tempo:
     except AudioError as e:
         raise UsageError(f"{args.song}: {e}") from None
     return estimate._replace(first_beat=args.offset) if args.offset is not None else estimate
+
+
+ANALYZE_CANDIDATES = 8  # --analyze lists this many tempo candidates
+
+
+def tempo_line(tempo: Tempo) -> str:
+    """The console's account of the tempo: what was found, and when it is doubtful, what to do."""
+    line = f"tempo: {tempo.bpm:.3f} BPM, first beat at {tempo.first_beat:.3f} s "
+    line += f"({tempo.tracker}, confidence {tempo.confidence:.2f})"
+    if tempo.beats is not None:
+        tempi = 60 / np.diff(tempo.beats)
+        line += (
+            f"; the tempo changes ({tempi.min():.1f}-{tempi.max():.1f} BPM): mapped window by window, with bpmEvents"
+        )
+    if tempo.doubtful:
+        why = []
+        if tempo.steady_share < 0.5:
+            why.append(f"only {tempo.steady_share:.0%} of the song's stretches sit on one beat grid")
+        if len(tempo.candidates) > 1 and tempo.candidates[0].score - tempo.candidates[1].score < 0.5 * math.log(2):
+            why.append(f"{tempo.candidates[1].bpm:.2f} BPM scores almost as well")
+        line += f"\nwarning: the tempo is doubtful ({'; '.join(why) or 'low confidence'}): check the candidates with "
+        line += "--analyze and pass the right one with --bpm"
+    return line
+
+
+def tempo_report(tempo: Tempo, as_json: bool) -> str:
+    """--analyze's output: the tempo, the top candidates and any tempo change, as text or one JSON object."""
+    report = {"bpm": round(tempo.bpm, 3), "first_beat": round(tempo.first_beat, 4)}
+    report |= {"confidence": round(tempo.confidence, 3), "steady_share": round(tempo.steady_share, 3)}
+    report |= {"tracker": tempo.tracker, "doubtful": tempo.doubtful}
+    report["candidates"] = [
+        {"bpm": round(c.bpm, 3), "score": round(c.score, 3), "sharpness": round(c.sharpness, 3), "source": c.source}
+        for c in tempo.candidates[:ANALYZE_CANDIDATES]
+    ]
+    if tempo.beats is not None:
+        report["bpm_events"] = [{"beat": e.beat, "bpm": e.bpm} for e in tempo_events(tempo.beats)]
+    if as_json:
+        return json.dumps(report)
+    lines = [tempo_line(tempo), f"{'candidate BPM':>14s} {'score':>7s} {'sharpness':>9s}  source"]
+    lines += [f"{c['bpm']:14.3f} {c['score']:7.2f} {c['sharpness']:9.2f}  {c['source']}" for c in report["candidates"]]
+    if tempo.beats is not None:
+        lines.append(
+            "tempo changes (beat: BPM): " + ", ".join(f"{e['beat']:g}: {e['bpm']:.2f}" for e in report["bpm_events"])
+        )
+    return "\n".join(lines)
 
 
 def native_bf16_cpu() -> bool:
@@ -371,18 +422,26 @@ def level_notes(
     batch_size: int,
     sampling: dict,
     max_notes_per_beat: float = MAX_NOTES_PER_BEAT,
+    beat_times: np.ndarray | None = None,
 ) -> tuple[dict[str, list[Note]], dict[str, float]]:
     """codes: [frames, 2] of the whole (padded) song, beat 0 at frame 0; silence: [2], the codec's silent
     frame, which fills the last window past the song's end as in training -> ({difficulty: notes},
-    seconds of prefill and of decoding). Windows go in batches of similar length that fit in memory."""
+    seconds of prefill and of decoding). Windows go in batches of similar length that fit in memory.
+    beat_times: [beats] seconds of every beat when the tempo changes (beat 0 at 0 s); else one tempo, bpm."""
     frame_rate, chunk_beats = info["codec"]["frame_rate"], info["chunk_beats"]
-    song_beats = len(codes) / frame_rate * bpm / 60
+    seconds = len(codes) / frame_rate
+    song_beats = (
+        seconds * bpm / 60 if beat_times is None else float(np.interp(seconds, beat_times, np.arange(beat_times.size)))
+    )
     # rows: (difficulty, first beat, ticks inside the chunk, prompt tokens), one per window and difficulty
     rows = []
     for start in range(0, math.ceil(song_beats), chunk_beats):
-        first, end = chunk_frames(start, chunk_beats, bpm, frame_rate)
-        markers = chunk_markers(start, chunk_beats, bpm, frame_rate, end - first)
-        window = chunk_codes(codes, first, end, silence)  # [end - first, 2]
+        if beat_times is None:
+            first, end = chunk_frames(start, chunk_beats, bpm, frame_rate)
+            markers = chunk_markers(start, chunk_beats, bpm, frame_rate, end - first)
+            window = chunk_codes(codes, first, end, silence)  # [end - first, 2]
+        else:
+            window, markers = warped_window(codes, silence, beat_times, start, chunk_beats, frame_rate)
         rows += [(name, start, chunk_beats * PPQ, prompt_tokens(window, name, markers)) for name in difficulties]
     rows.sort(key=lambda row: len(row[3]))  # similar lengths share a batch: little padding
     steps = decode_budget(chunk_beats, max_notes_per_beat)
@@ -406,6 +465,45 @@ def level_notes(
     finally:
         progress.close()
     return notes, progress.seconds
+
+
+def beat_seconds_at(beat_times: np.ndarray, beats: np.ndarray) -> np.ndarray:
+    """beat_times: [n] seconds of beats 0..n-1, beats: [k] -> [k] seconds, proportionally between two
+    beats, at the last beat's period past the end."""
+    period = beat_times[-1] - beat_times[-2]
+    last = beat_times.size - 1
+    return np.where(
+        beats <= last,
+        np.interp(beats, np.arange(beat_times.size), beat_times),
+        beat_times[-1] + (beats - last) * period,
+    )
+
+
+def warped_window(
+    codes: np.ndarray, silence: np.ndarray, beat_times: np.ndarray, start: int, chunk_beats: int, frame_rate: float
+) -> tuple[np.ndarray, Markers]:
+    """The window [start, start + chunk_beats) beats of a song whose tempo changes, laid out as training
+    laid out one tempo: its frames at the window's mean tempo, each taken from where its beat position
+    falls in the song (a frame repeated or skipped where the tempo moves inside the window), silence past
+    the end -> (codes: [frames, 2], its chunk_markers)."""
+    first, end = beat_seconds_at(beat_times, np.array([start, start + chunk_beats], dtype=np.float64))
+    bpm = chunk_beats * 60 / (end - first)  # the window's mean tempo
+    frames = chunk_frames(0, chunk_beats, bpm, frame_rate)[1]
+    beats = start + np.arange(frames) / frame_rate * bpm / 60  # [frames] the beat each model frame shows
+    source = np.round(beat_seconds_at(beat_times, beats) * frame_rate).astype(np.int64)  # [frames] song frames
+    window = np.where((source < len(codes))[:, None], codes[np.minimum(source, len(codes) - 1)], silence)
+    return window.astype(codes.dtype), chunk_markers(0, chunk_beats, bpm, frame_rate, frames)
+
+
+def tempo_events(beat_times: np.ndarray, tolerance: float = 1e-4) -> list[BpmEvent]:
+    """beat_times: [n] seconds of every beat -> v3 bpmEvents: one where a beat's tempo differs from the
+    running one by more than `tolerance` (relative), so every beat keeps its time."""
+    tempi = 60 / np.diff(beat_times)  # [n - 1] BPM from each beat to the next
+    events = [BpmEvent(0.0, float(tempi[0]))]
+    for beat, bpm in enumerate(tempi):
+        if abs(bpm / events[-1].bpm - 1) > tolerance:
+            events.append(BpmEvent(float(beat), float(bpm)))
+    return [BpmEvent(e.beat, round(e.bpm, 4)) for e in events]
 
 
 def decode_budget(chunk_beats: int, max_notes_per_beat: float) -> int:
@@ -476,14 +574,9 @@ def run(args: argparse.Namespace) -> int:
     mono = song.mean(axis=1)
     tempo = song_tempo(args, mono)
     if args.analyze:
-        report = {"bpm": round(tempo.bpm, 3), "first_beat": round(tempo.first_beat, 4)}
-        report |= {"confidence": round(tempo.confidence, 3), "tracker": tempo.tracker}
-        print(json.dumps(report) if args.json else "  ".join(f"{k}: {v}" for k, v in report.items()))
+        print(tempo_report(tempo, args.json))
         return 0
-    print(
-        f"tempo: {tempo.bpm:.3f} BPM, first beat at {tempo.first_beat:.3f} s ({tempo.tracker}, confidence "
-        f"{tempo.confidence:.2f})"
-    )
+    print(tempo_line(tempo))
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.quantize != "none" and device.type != "cpu":
         raise UsageError(f"--quantize {args.quantize} is for CPU decoding; on {device.type} use --dtype")
@@ -505,11 +598,15 @@ def run(args: argparse.Namespace) -> int:
     lap("model")
 
     # padded: the song with silence before it so that a beat falls on its first sample
-    period = 60 / tempo.bpm
+    period = 60 / tempo.bpm if tempo.beats is None else float(tempo.beats[1] - tempo.beats[0])
     pad = round((period - tempo.first_beat % period) % period * OUTPUT_RATE)
     pad = 0 if pad >= round(period * OUTPUT_RATE) else pad
     padded = np.concatenate([np.zeros((pad, song.shape[1]), dtype=song.dtype), song])  # [n + pad, channels]
     mono_padded = np.concatenate([np.zeros(pad, dtype=mono.dtype), mono])
+    # beat_times: [beats] seconds of every beat in the padded song when the tempo changes, beat 0 at 0 s
+    beat_times = None if tempo.beats is None else tempo.beats + pad / OUTPUT_RATE
+    if beat_times is not None and beat_times[0] > period / 2:
+        beat_times = np.r_[beat_times[0] - period, beat_times]
     codes = tokenizer.encode(
         soxr.resample(mono_padded, OUTPUT_RATE, tokenizer.sample_rate)[None]
     )  # [frames, 2] int16, 75 frames/s, beat 0 at frame 0
@@ -524,6 +621,7 @@ def run(args: argparse.Namespace) -> int:
         args.batch_size,
         sampling_options(args.temperature, args.top_p),
         args.max_notes_per_beat,
+        beat_times,
     )
     lap("windows")
     seconds |= decoding
@@ -560,6 +658,7 @@ def run(args: argparse.Namespace) -> int:
         lights=args.lights,
         seed=args.seed,
         generator=generator,
+        bpm_events=[] if beat_times is None else tempo_events(beat_times),
     )
     path = write_level(output_path(args), files)
     print(f"wrote {path} (generated: declare it as AI-made when you upload it)")

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple, TypeVar
 
 import msgspec
+import numpy as np
 
 GRID_COLUMNS = 4  # x 0..3, left to right
 GRID_ROWS = 3  # y 0..2, bottom to top
@@ -99,6 +100,11 @@ class BoostEvent(NamedTuple):
     on: bool
 
 
+class BpmEvent(NamedTuple):
+    beat: float  # from this beat on ...
+    bpm: float  # ... the level runs at this tempo
+
+
 class Lightshow(NamedTuple):
     lights: list[LightEvent]
     boosts: list[BoostEvent]
@@ -115,6 +121,7 @@ class Difficulty:
     arcs: list[Arc] = field(default_factory=list)
     chains: list[Chain] = field(default_factory=list)
     bpm_changes: bool = False
+    bpm_events: list[BpmEvent] = field(default_factory=list)  # v2 _BPMChanges / v3 bpmEvents, as stored
     noodle_data: bool = False  # notes moved/faked through customData, declared or not
     requirements: list[str] = field(default_factory=list)
     suggestions: list[str] = field(default_factory=list)
@@ -142,6 +149,7 @@ class Level:
     info_version: str = ""
     difficulties: list[Difficulty] = field(default_factory=list)
     path: str = field(default="", compare=False)
+    bpm_regions: list[BpmEvent] = field(default_factory=list)  # BPMInfo.dat / AudioData.dat regions
     environment: str = DEFAULT_ENVIRONMENT  # Info.dat's _environmentName (v4: the first environmentNames)
     custom_data: dict = field(default_factory=dict)  # Info.dat's level-wide _customData (v2) / customData (v4)
 
@@ -293,7 +301,8 @@ def read_level_file(source: str | os.PathLike | bytes | Mapping[str, bytes], nam
 
 def _read_level(read: Callable[[str], bytes | None]) -> Level:
     level = _parse_info(read_json(read("Info.dat"), "Info.dat"))
-    regions_change = _regions_change(read, level)
+    level.bpm_regions = _bpm_regions(read, level)
+    regions_change = any(not _same_tempo(r.bpm, level.bpm) for r in level.bpm_regions)
     for diff in level.difficulties:
         try:
             data = read(diff.filename)
@@ -429,15 +438,15 @@ def _same_tempo(a: float, b: float) -> bool:
     return abs(a - b) <= TEMPO_TOLERANCE * max(abs(a), abs(b))
 
 
-def _regions_change(read: Callable[[str], bytes | None], level: Level) -> bool:
-    """True when the level's audio-data file (v2 BPMInfo.dat, v4 AudioData.dat) has a
-    region whose tempo differs from the Info BPM. One tempo throughout is no change."""
+def _bpm_regions(read: Callable[[str], bytes | None], level: Level) -> list[BpmEvent]:
+    """The tempo regions of the level's audio-data file (v2 BPMInfo.dat, v4 AudioData.dat), each
+    as the beat it starts on and its tempo; [] when there is none or it cannot be read."""
     v4 = level.info_version.startswith("4")
     name = "AudioData.dat" if v4 else "BPMInfo.dat"
     try:
         data = read(name)
         if data is None:
-            return False
+            return []
         doc = read_json(data, name)
         if v4:
             rate = _number(doc, "songFrequency")
@@ -447,10 +456,23 @@ def _regions_change(read: Callable[[str], bytes | None], level: Level) -> bool:
             keys = ("_startSampleIndex", "_endSampleIndex", "_startBeat", "_endBeat")
             regions = [tuple(r[k] for k in keys) for r in doc.get("_regions") or []]
         # region tempo = beats per minute of audio = d(beats) * 60 * rate / d(samples)
-        tempos = [(eb - sb) * 60 * rate / (ei - si) for si, ei, sb, eb in regions if ei > si]
-    except (MapError, KeyError, TypeError, AttributeError):
-        return False  # editor metadata only; an unreadable one says nothing about tempo
-    return any(not _same_tempo(t, level.bpm) for t in tempos)
+        return [BpmEvent(float(sb), (eb - sb) * 60 * rate / (ei - si)) for si, ei, sb, eb in regions if ei > si]
+    except (MapError, KeyError, TypeError, AttributeError, ZeroDivisionError):
+        return []  # editor metadata only; an unreadable one says nothing about tempo
+
+
+def beat_seconds(beats: np.ndarray, bpm: float, events: Iterable[BpmEvent] = ()) -> np.ndarray:
+    """beats: [n] on a level's beat axis -> [n] seconds after its beat 0, with the Info BPM until the
+    first tempo event and each event's tempo from its beat on (v3 bpmEvents semantics)."""
+    # knots: (beat, seconds, bpm) where each tempo starts
+    knots = [(0.0, 0.0, bpm)]
+    for event in sorted(e for e in events if e.bpm > 0):
+        beat, seconds, tempo = knots[-1]
+        knots.append((event.beat, seconds + (event.beat - beat) * 60 / tempo, event.bpm))
+    starts = np.array([k[0] for k in knots])
+    index = np.clip(np.searchsorted(starts, beats, side="right") - 1, 0, len(knots) - 1)
+    beat, seconds, tempo = (np.array([k[i] for k in knots])[index] for i in range(3))
+    return seconds + (np.asarray(beats, dtype=np.float64) - beat) * 60 / tempo
 
 
 # ---------------------------------------------------------------- difficulty files
@@ -527,6 +549,7 @@ class _V2Arc(msgspec.Struct):
 
 
 class _V2Tempo(msgspec.Struct):
+    time: float = _key("_time", 0.0)
     bpm: float | None = _key("_BPM", None)
     bpm_lower: float | None = _key("_bpm", None)  # some editors wrote it lower-case
 
@@ -564,6 +587,7 @@ class _V3Chain(_Note):
 
 
 class _V3Tempo(msgspec.Struct):
+    b: float = 0
     m: float = 0
 
 
@@ -633,7 +657,8 @@ def _fill_v2(diff: Difficulty, doc: _DifficultyFile) -> list[float]:
     custom = doc.v2_custom or _V2Custom()
     diff.noodle_data = bool(custom.fake_notes)
     changes = (doc.v2_tempos or []) + (custom.tempos or custom.tempos_lower or [])
-    return [c.bpm if c.bpm is not None else c.bpm_lower or 0.0 for c in changes]
+    diff.bpm_events = [BpmEvent(c.time, c.bpm if c.bpm is not None else c.bpm_lower or 0.0) for c in changes]
+    return [e.bpm for e in diff.bpm_events]
 
 
 def _fill_v3(diff: Difficulty, doc: _DifficultyFile) -> list[float]:
@@ -643,7 +668,8 @@ def _fill_v3(diff: Difficulty, doc: _DifficultyFile) -> list[float]:
     diff.arcs = [Arc(Note(a.b, a.x, a.y, a.c, a.d), Note(a.tb, a.tx, a.ty, a.c, a.tc)) for a in doc.sliders or ()]
     diff.chains = [Chain(Note(c.b, c.x, c.y, c.c, c.d), c.tb, c.tx, c.ty, c.sc, c.s) for c in doc.burstSliders or ()]
     diff.noodle_data = bool(doc.customData and doc.customData.fakeColorNotes)
-    return [e.m for e in doc.bpmEvents or ()]
+    diff.bpm_events = [BpmEvent(e.b, e.m) for e in doc.bpmEvents or ()]
+    return [e.bpm for e in diff.bpm_events]
 
 
 def _fill_v4(diff: Difficulty, doc: _DifficultyFile) -> list[float]:
@@ -703,18 +729,21 @@ def _dumps(doc: dict) -> bytes:
     return msgspec.json.format(msgspec.json.encode(doc), indent=2)
 
 
-def difficulty_json(notes: Iterable[Note], lights: Lightshow | None = None) -> bytes:
+def difficulty_json(
+    notes: Iterable[Note], lights: Lightshow | None = None, bpm_events: Iterable[BpmEvent] = ()
+) -> bytes:
     """A v3.3.0 difficulty file holding these colour notes (sorted by beat), the lightshow's basic and
-    colour boost events (sorted by beat) if given, and nothing else."""
+    colour boost events (sorted by beat) if given, the tempo events if any, and nothing else."""
     color_notes = [{"b": n.beat, "x": n.x, "y": n.y, "c": n.color, "d": n.direction, "a": 0} for n in sorted(notes)]
     lights = lights or Lightshow([], [])
     basic = [{"b": e.beat, "et": e.type, "i": e.value, "f": e.brightness} for e in sorted(lights.lights)]
     boosts = [{"b": e.beat, "o": e.on} for e in sorted(lights.boosts)]
     empty_lists = (
-        "bpmEvents rotationEvents bombNotes obstacles sliders burstSliders waypoints "
+        "rotationEvents bombNotes obstacles sliders burstSliders waypoints "
         "lightColorEventBoxGroups lightRotationEventBoxGroups lightTranslationEventBoxGroups vfxEventBoxGroups"
     ).split()
-    doc = {"version": "3.3.0", "colorNotes": color_notes, **{k: [] for k in empty_lists}}
+    tempos = [{"b": e.beat, "m": e.bpm} for e in sorted(bpm_events)]
+    doc = {"version": "3.3.0", "bpmEvents": tempos, "colorNotes": color_notes, **{k: [] for k in empty_lists}}
     doc |= {"basicBeatmapEvents": basic, "colorBoostBeatmapEvents": boosts}
     doc |= {
         "_fxEventsCollection": {"_fl": [], "_il": []},
@@ -767,7 +796,7 @@ def level_files(level: Level, lights: Mapping[str, Lightshow] | None = None) -> 
     """{file name: bytes} of the level's JSON: Info.dat + one v3.3.0 file per difficulty, with that
     difficulty's lightshow where `lights` ({difficulty name: lightshow}) has one."""
     lights = lights or {}
-    files = {d.filename: difficulty_json(d.notes, lights.get(d.difficulty)) for d in level.difficulties}
+    files = {d.filename: difficulty_json(d.notes, lights.get(d.difficulty), d.bpm_events) for d in level.difficulties}
     return {"Info.dat": info_json(level)} | files
 
 

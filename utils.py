@@ -33,12 +33,14 @@ from maps import (
     GRID_COLUMNS,
     GRID_ROWS,
     BoostEvent,
+    BpmEvent,
     Difficulty,
     Level,
     LightEvent,
     Lightshow,
     Note,
     atomic_file,
+    beat_seconds,
     level_files,
     on_grid,
 )
@@ -219,12 +221,14 @@ def level_package(
     lights: str = "full",
     seed: int = 0,
     generator: dict | None = None,
+    bpm_events: list[BpmEvent] = (),
 ) -> dict[str, bytes]:
     """{file name: bytes} of a level Beat Saber loads as is: Info.dat (v2.1.0, DefaultEnvironment, with
     `generator` as its _customData._generator), one v3.3.0 Standard difficulty file per entry of notes
     ({difficulty name: notes}) with its lightshow (`lights`: full, simple or none), song.egg, cover.jpg.
 
-    song: [n] or [n, channels] float at OUTPUT_RATE, beat 0 on its first sample.
+    song: [n] or [n, channels] float at OUTPUT_RATE, beat 0 on its first sample. bpm_events: where the
+    tempo changes (each difficulty carries them as v3 bpmEvents); lights and repairs use `bpm` throughout.
     """
     seconds = len(song) / OUTPUT_RATE
     level = Level(
@@ -239,7 +243,14 @@ def level_package(
         info_version="2.1.0",
         difficulties=[
             Difficulty(
-                "Standard", name, f"{name}Standard.dat", "3.3.0", notes[name], njs=NJS[name], njs_offset=NJS_OFFSET
+                "Standard",
+                name,
+                f"{name}Standard.dat",
+                "3.3.0",
+                notes[name],
+                bpm_events=list(bpm_events),
+                njs=NJS[name],
+                njs_offset=NJS_OFFSET,
             )
             for name in notes
         ],
@@ -903,21 +914,60 @@ def _hard_hits(rng: np.random.Generator, bars: int) -> list[tuple[float, str]]:
     return sorted(hits)
 
 
-def _render_hard(hits: list[tuple[float, str]], bpm: float, beats: int, rng: np.random.Generator) -> np.ndarray:
+TEMPO_CHANGES = ("steady", "step", "ramp")
+TEMPO_RATIO_RANGE = (1.12, 1.3)  # a step or ramp speeds up or slows down by this much
+RAMP_BARS = 8  # a ramp changes the tempo beat by beat over this many bars
+
+
+def tempo_events(bpm: float, beats: int, change: str, rng: np.random.Generator) -> list[BpmEvent]:
+    """The tempo events of a synthetic song of `beats` beats starting at bpm: none when steady; a
+    step to bpm * r (or bpm / r) on the bar line nearest the middle; or a ramp there that
+    reaches it over RAMP_BARS bars, one event per beat."""
+    if change == "steady":
+        return []
+    ratio = float(rng.uniform(*TEMPO_RATIO_RANGE)) ** (1 if rng.random() < 0.5 else -1)
+    middle = beats // 2 // BEATS_PER_BAR * BEATS_PER_BAR
+    if change == "step":
+        return [BpmEvent(float(middle), round(bpm * ratio, 3))]
+    ramp = RAMP_BARS * BEATS_PER_BAR
+    first = max(BEATS_PER_BAR, middle - ramp // 2)
+    return [BpmEvent(float(first + i), round(bpm * ratio ** ((i + 1) / ramp), 3)) for i in range(ramp)]
+
+
+def _render_hard(
+    hits: list[tuple[float, str]], bpm: float, beats: int, rng: np.random.Generator, events: list[BpmEvent] = ()
+) -> np.ndarray:
     """song: [n] float32 at SYNTH_RATE: the hits (each on its exact sample, at a varied level) over chords
-    that change every bar; bass notes are plucked tones whose pitch follows the chord."""
+    that change every bar; bass notes are plucked tones whose pitch follows the chord. With tempo events
+    the beats fall where the events put them."""
     sounds = _hard_drum_sounds(rng)
     seconds_per_beat = 60 / bpm
-    song = np.zeros(math.ceil((beats * seconds_per_beat + 0.5) * SYNTH_RATE))
+    if events:
+        # times: [beats + 1] seconds of every beat; a hit between two beats is placed proportionally
+        times = beat_seconds(np.arange(beats + 1.0), bpm, events)
+
+        def seconds(beat: float) -> float:
+            return float(np.interp(beat, np.arange(beats + 1.0), times))
+    else:
+
+        def seconds(beat: float) -> float:
+            return beat * seconds_per_beat
+
+    song = np.zeros(math.ceil((seconds(beats) + 0.5) * SYNTH_RATE))
     bar_samples = round(BEATS_PER_BAR * seconds_per_beat * SYNTH_RATE)
+    bar_starts = [
+        round(seconds(bar * BEATS_PER_BAR) * SYNTH_RATE) if events else bar * bar_samples
+        for bar in range(beats // BEATS_PER_BAR + 2)
+    ]
     roots = rng.choice([98.0, 110.0, 130.8, 146.8, 164.8], beats // BEATS_PER_BAR + 2)
     for bar, root in enumerate(roots):
-        t = np.arange(min(bar_samples, max(0, song.size - bar * bar_samples))) / SYNTH_RATE
+        length = round(seconds((bar + 1) * BEATS_PER_BAR) * SYNTH_RATE) - bar_starts[bar] if events else bar_samples
+        t = np.arange(min(length, max(0, song.size - bar_starts[bar]))) / SYNTH_RATE
         chord = sum(np.sin(2 * np.pi * root * ratio * t) for ratio in (1, 1.25, 1.5))
-        song[bar * bar_samples : bar * bar_samples + t.size] += 0.03 * chord
+        song[bar_starts[bar] : bar_starts[bar] + t.size] += 0.03 * chord
     t, env = _envelope(0.3, 10)
     for beat, kind in hits:
-        start = round(beat * seconds_per_beat * SYNTH_RATE)
+        start = round(seconds(beat) * SYNTH_RATE)
         if kind == "bass":
             sound = 0.35 * np.sin(2 * np.pi * roots[int(beat // BEATS_PER_BAR)] / 2 * t) * env
         else:
@@ -934,7 +984,9 @@ def _hard_notes(hits: list[tuple[float, str]], expert: bool, rng: np.random.Gene
     return _notes_on(beats, expert, rng)
 
 
-def synth_level(index: int, seed: int = 0, bars: int = 16, hard: bool = False) -> tuple[dict[str, bytes], Level]:
+def synth_level(
+    index: int, seed: int = 0, bars: int = 16, hard: bool = False, tempo: str = "steady"
+) -> tuple[dict[str, bytes], Level]:
     """One synthetic level: ({file name: bytes} of a playable level, its Level).
 
     The song is bars + LEAD_IN_BARS bars with beat 0 on the first sample. Default: a drum
@@ -942,16 +994,21 @@ def synth_level(index: int, seed: int = 0, bars: int = 16, hard: bool = False) -
     hard: a random tempo in HARD_BPM_RANGE (non-integer now and then), sections of varied
     rhythm (rests, syncopation, triplets, fills, dense runs) and instruments that carry no
     notes (hats, bass, chords); Expert on every lead hit, Normal on the kicks on whole beats.
+    tempo (hard only): "step" or "ramp" changes the tempo mid-song (tempo_events); the level
+    carries the changes as bpmEvents, its notes stay on their beats.
     """
     rng = np.random.default_rng([seed, index, 1] if hard else [seed, index])
     total_bars = bars + LEAD_IN_BARS
     if hard:
         bpm = round(float(rng.uniform(*HARD_BPM_RANGE)), int(rng.choice([0, 1, 2])))
         hits = _hard_hits(rng, total_bars)
-        song = _render_hard(hits, bpm, total_bars * BEATS_PER_BAR, rng)
+        events = tempo_events(bpm, total_bars * BEATS_PER_BAR, tempo, np.random.default_rng([seed, index, 2]))
+        song = _render_hard(hits, bpm, total_bars * BEATS_PER_BAR, rng, events)
         normal, expert = _hard_notes(hits, False, rng), _hard_notes(hits, True, rng)
     else:
-        bpm = SYNTH_BPMS[index % len(SYNTH_BPMS)]
+        if tempo != "steady":
+            raise ValueError("tempo changes are synthesized for hard songs only")
+        bpm, events = SYNTH_BPMS[index % len(SYNTH_BPMS)], []
         hits = _drum_hits(rng, total_bars)
         song = _render(hits, bpm, total_bars * BEATS_PER_BAR, rng)
         normal, expert = _synth_notes(hits, False, rng), _synth_notes(hits, True, rng)
@@ -966,22 +1023,22 @@ def synth_level(index: int, seed: int = 0, bars: int = 16, hard: bool = False) -
         preview_duration=10,
         info_version="2.1.0",
         difficulties=[
-            Difficulty("Standard", "Normal", "NormalStandard.dat", "3.3.0", normal, njs=10),
-            Difficulty("Standard", "Expert", "ExpertStandard.dat", "3.3.0", expert, njs=16),
+            Difficulty("Standard", "Normal", "NormalStandard.dat", "3.3.0", normal, njs=10, bpm_events=events),
+            Difficulty("Standard", "Expert", "ExpertStandard.dat", "3.3.0", expert, njs=16, bpm_events=events),
         ],
     )
     return level_files(level) | {"song.egg": ogg_vorbis(song, SYNTH_RATE)}, level
 
 
 def write_synth_corpus(
-    out_dir: str | os.PathLike, songs: int = 8, seed: int = 0, bars: int = 16, hard: bool = False
+    out_dir: str | os.PathLike, songs: int = 8, seed: int = 0, bars: int = 16, hard: bool = False, tempo: str = "steady"
 ) -> list[Path]:
     """Write synth_level(0..songs-1) as OUT_DIR/synth_NN.zip; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for index in range(songs):
-        files, _ = synth_level(index, seed, bars, hard)
+        files, _ = synth_level(index, seed, bars, hard, tempo)
         paths.append(out / f"synth_{index:02d}.zip")
         write_zip(paths[-1], files)
     return paths
@@ -1125,6 +1182,13 @@ def main(argv: list[str] | None = None) -> int:
         "rests, syncopation, triplets, fills and dense runs, hats/bass/chords that carry no notes; Normal on "
         "kicks on whole beats only",
     )
+    synth.add_argument(
+        "--tempo",
+        choices=TEMPO_CHANGES,
+        default="steady",
+        help="with --hard: step changes the tempo by 12-30%% up or down on a bar line mid-song, ramp reaches such "
+        f"a change beat by beat over {RAMP_BARS} bars; the levels carry bpmEvents (default steady)",
+    )
     score = commands.add_parser(
         "score",
         help="print a level's quality scorecard",
@@ -1157,7 +1221,9 @@ def main(argv: list[str] | None = None) -> int:
         return score_level(args)
     if args.command == "preview":
         return preview_level(args)
-    for path in write_synth_corpus(args.out_dir, args.songs, args.seed, args.bars, args.hard):
+    if args.tempo != "steady" and not args.hard:
+        parser.error("--tempo step/ramp needs --hard")
+    for path in write_synth_corpus(args.out_dir, args.songs, args.seed, args.bars, args.hard, args.tempo):
         print(path)
     return 0
 

@@ -140,3 +140,70 @@ def test_random_codes_tell_drum_hits_from_the_sound_between_them(tokenizer):
     # the code pair at a drum hit is rarely one the sound between hits uses: 0.86-0.91 on the first
     # three synthetic songs; codebooks drawn at random around the encoder's mean gave 0.05-0.14
     assert np.mean([c not in between for c in on_hits]) > 0.7
+
+
+# ---------------------------------------------------------------- tempo
+
+
+def _beat_share(truth: np.ndarray, estimate: np.ndarray) -> float:
+    """Share of the true beats within 1/8 of their beat from an estimated beat."""
+    periods = np.diff(truth, append=2 * truth[-1] - truth[-2])
+    nearest = np.abs(estimate[None, :] - truth[:, None]).min(axis=1)
+    return float(np.mean(nearest / periods <= 1 / 8))
+
+
+def test_beat_curve_follows_a_step_and_a_ramp_through_jitter_and_missed_beats():
+    from audio import beat_curve
+
+    rng = np.random.default_rng(0)
+    # truth: 80 beats at 120 BPM, a step to 150, 60 beats, then a ramp back to 120 over 32 beats, 40 more
+    periods = np.r_[np.full(80, 0.5), np.full(60, 0.4), np.linspace(0.4, 0.5, 32), np.full(40, 0.5)]
+    truth = 1.0 + np.r_[0, np.cumsum(periods)]  # [213] seconds
+    tracked = truth + rng.normal(0, 0.008, truth.size)
+    tracked = np.delete(tracked, [20, 95, 150, 151])  # the tracker missed some
+    curve = beat_curve(tracked)
+    assert curve.size == truth.size
+    assert np.abs(curve - truth).max() < 0.03 and np.median(np.abs(curve - truth)) < 0.008
+
+
+def test_tempo_candidates_hold_metrical_relatives_and_the_best_is_the_tempo():
+    from audio import ONSET_RATE, TEMPO_RANGE, _onset_envelope, tempo_candidates
+    from utils import synth_level
+
+    files, level = synth_level(2, seed=3, bars=12, hard=True)
+    samples = load_audio(files["song.egg"], ONSET_RATE)
+    candidates = tempo_candidates(_onset_envelope(samples), level.bpm * 1.5)  # a tracker at a wrong level
+    assert abs(candidates[0].bpm / level.bpm - 1) < 0.002, candidates[:3]  # it folds far less sharply
+    for ratio in (2, 1 / 2, 3 / 2):
+        if TEMPO_RANGE[0] <= level.bpm * ratio <= TEMPO_RANGE[1]:
+            assert any(abs(c.bpm / (level.bpm * ratio) - 1) < 0.002 for c in candidates), ratio
+    assert [c.score for c in candidates] == sorted((c.score for c in candidates), reverse=True)
+
+
+def test_bpm_prior_is_the_geometric_mean_and_log_spread():
+    from audio import bpm_prior
+
+    bpm, spread = bpm_prior(np.array([70.0, 140.0, 280.0, 0.0]))  # 0: a manifest row without a BPM
+    assert abs(bpm - 140) < 1e-9 and abs(spread - np.log(2)) < 1e-9
+
+
+@pytest.mark.parametrize("change", ["steady", "step", "ramp"])
+def test_estimate_tempo_finds_and_follows_tempo_changes(change):
+    from audio import estimate_tempo
+    from maps import beat_seconds
+    from utils import synth_level
+
+    files, level = synth_level(2 if change == "step" else 1, seed=7, bars=40, hard=True, tempo=change)
+    samples = load_audio(files["song.egg"], 44100)
+    events = level.difficulties[0].bpm_events
+    truth = beat_seconds(np.arange(int(samples.size / 44100 * level.bpm / 30)), level.bpm, events)
+    truth = truth[truth < samples.size / 44100]
+    tempo = estimate_tempo(samples, 44100)
+    if change == "steady":
+        assert tempo.beats is None and not tempo.doubtful and abs(tempo.bpm / level.bpm - 1) < 0.002
+        estimate = tempo.first_beat + 60 / tempo.bpm * np.arange(truth.size + 2)
+    else:
+        assert tempo.beats is not None, tempo[:3]
+        assert abs(tempo.bpm / level.bpm - 1) < 0.02
+        estimate = tempo.beats
+    assert _beat_share(truth, estimate) >= 0.95

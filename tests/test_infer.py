@@ -317,13 +317,75 @@ def test_analyze_prints_the_synthetic_tempo_without_a_model(tmp_path, capsys):
     song, level = _synth_song(tmp_path, 0, bars=8, lead_silence=0.25)  # 128.5 BPM
     assert infer.main([str(song), "--analyze", "--json", "--model", str(tmp_path / "none")]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert abs(report["bpm"] / level.bpm - 1) < 0.001 and report["confidence"] > 0.8
+    assert abs(report["bpm"] / level.bpm - 1) < 0.001 and report["confidence"] > 0.5 and not report["doubtful"]
+    tempi = [c["bpm"] for c in report["candidates"]]  # best first, with the metrical relatives to pick from
+    assert tempi[0] == report["bpm"] and any(
+        abs(t / level.bpm - 2) < 0.01 or abs(t / level.bpm - 0.5) < 0.01 for t in tempi
+    )
+    assert infer.main([str(song), "--analyze", "--model", str(tmp_path / "none")]) == 0
+    assert "candidate BPM" in capsys.readouterr().out
     period = 60 / level.bpm
     assert abs((report["first_beat"] - 0.25 + period / 2) % period - period / 2) < 0.02
 
     assert infer.main([str(song), "--analyze", "--json", "--bpm", str(level.bpm)]) == 0  # the first beat alone
     report = json.loads(capsys.readouterr().out)
     assert report["bpm"] == level.bpm and abs((report["first_beat"] - 0.25 + period / 2) % period - period / 2) < 0.02
+
+
+def test_warped_window_at_one_tempo_is_the_plain_window():
+    from data import chunk_codes, chunk_frames, chunk_markers
+
+    codes = np.random.default_rng(0).integers(0, 1024, (700, 2)).astype(np.int16)  # [frames, 2], 75 frames/s
+    silence = np.array([5, 7], dtype=np.int16)
+    bpm, beat_times = 120.0, np.arange(40) * 0.5  # [beats] seconds: 37.5 frames per beat
+    for start in (0, 8, 16):  # the last window runs past the song's end into silence
+        first, end = chunk_frames(start, CHUNK_BEATS, bpm, 75)
+        window, markers = infer.warped_window(codes, silence, beat_times, start, CHUNK_BEATS, 75)
+        assert np.array_equal(window, chunk_codes(codes, first, end, silence))
+        plain = chunk_markers(start, CHUNK_BEATS, bpm, 75, end - first)
+        assert np.array_equal(markers.ticks, plain.ticks) and np.array_equal(markers.frames, plain.frames)
+
+
+def test_tempo_events_keep_every_beat_on_its_time():
+    from maps import beat_seconds
+
+    periods = np.r_[np.full(30, 0.5), np.full(20, 0.4), np.linspace(0.4, 0.45, 16), np.full(10, 0.45)]
+    beat_times = np.r_[0, np.cumsum(periods)]  # [77] seconds: a step and a ramp
+    events = infer.tempo_events(beat_times)
+    assert events[0] == (0.0, 120.0) and (30.0, 150.0) in events and len(events) < 30
+    level_times = beat_seconds(np.arange(beat_times.size, dtype=np.float64), events[0].bpm, events)
+    assert np.abs(level_times - beat_times).max() < 1e-3
+
+
+def test_a_song_whose_tempo_steps_gets_bpm_events_and_notes_on_its_beats(tmp_path, untrained, capsys):
+    from bsmap.mapper import BeatSaberMapper
+
+    from maps import beat_seconds
+
+    files, level = synth_level(2, seed=7, bars=40, hard=True, tempo="step")
+    song = tmp_path / "step.ogg"
+    song.write_bytes(files["song.egg"])
+    out = tmp_path / "level"
+    assert infer.main([str(song), "--model", str(untrained), "--difficulty", "Expert", "--output", str(out)]) == 0
+    assert "the tempo changes" in capsys.readouterr().out
+    result = load_level(out)
+    expert = result.difficulties[0]
+    assert len(expert.bpm_events) >= 2 and expert.notes
+    # the level's beats, timed through its bpmEvents, land on the song's: the true beat times of the synth,
+    # shifted by the silence infer.py put before the song
+    seconds = len(load_audio(out / "song.egg", 44100)) / 44100
+    pad = seconds - len(load_audio(song, 44100)) / 44100
+    beats = np.arange(int(seconds * 4))
+    level_times = beat_seconds(beats.astype(np.float64), result.bpm, expert.bpm_events)
+    truth = beat_seconds(beats.astype(np.float64), level.bpm, level.difficulties[0].bpm_events) + pad
+    on = [np.abs(level_times - t).min() <= 60 / level.bpm / 8 for t in truth if pad < t < seconds]
+    assert np.mean(on) >= 0.95
+    note_times = beat_seconds(np.array([n.beat for n in expert.notes]), result.bpm, expert.bpm_events)
+    assert note_times.max() < seconds
+    info = BeatSaberMapper.load_info_dat(str(out / "Info.dat"))
+    beatmap = BeatSaberMapper.load_beatmap(str(out / "ExpertStandard.dat"))
+    assert len(beatmap.bpmEvents) == len(expert.bpm_events)
+    assert BeatSaberMapper.validate_map(info, {"ExpertStandard.dat": beatmap}) == {}
 
 
 @needs_shared

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from dataclasses import replace
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,11 +14,13 @@ from hypothesis import strategies as st
 from conftest import ROOT, SHARED_MAPS, level_dict, needs_shared, zip_bytes
 from maps import (
     Arc,
+    BpmEvent,
     Chain,
     Difficulty,
     Level,
     MapError,
     Note,
+    beat_seconds,
     difficulty_json,
     level_files,
     load_level,
@@ -406,3 +409,26 @@ def test_malformed_info_structure_is_one_clear_error(info):
 def test_broken_audio_data_file_is_ignored():
     files = level_dict("v2") | {"BPMInfo.dat": b'{"_songFrequency": "x", "_regions": [{"_startBeat": 1}]}'}
     assert not load_level(files).difficulties[0].bpm_changes
+
+
+def test_tempo_events_round_trip_and_time_the_beats():
+    events = [BpmEvent(0.0, 120.0), BpmEvent(8.0, 60.0), BpmEvent(10.0, 240.0)]
+    diff = read_difficulty(difficulty_json([Note(1.0, 0, 0, 0, 1)], None, events), info_bpm=120)
+    assert diff.bpm_events == events and diff.bpm_changes
+    seconds = beat_seconds(np.array([0.0, 4.0, 8.0, 9.0, 10.0, 12.0]), 120.0, diff.bpm_events)
+    assert np.allclose(seconds, [0, 2, 4, 5, 6, 6.5])
+    # v2 keeps each change's beat (_time) too
+    v2 = {"_version": "2.0.0", "_notes": [], "_BPMChanges": [{"_time": 16, "_BPM": 90.0}]}
+    assert read_difficulty(json.dumps(v2).encode(), info_bpm=120).bpm_events == [BpmEvent(16.0, 90.0)]
+
+
+def test_bpminfo_regions_become_tempo_regions():
+    files = level_dict("v2")  # 120 BPM
+    regions = [
+        {"_startSampleIndex": 0, "_endSampleIndex": 441000, "_startBeat": 0, "_endBeat": 20},  # 120 BPM
+        {"_startSampleIndex": 441000, "_endSampleIndex": 882000, "_startBeat": 20, "_endBeat": 45},  # 150
+    ]
+    files["BPMInfo.dat"] = json.dumps({"_songFrequency": 44100, "_regions": regions}).encode()
+    loaded = load_level(files)
+    assert loaded.bpm_regions == [BpmEvent(0.0, 120.0), BpmEvent(20.0, 150.0)]
+    assert all(d.bpm_changes for d in loaded.difficulties)
