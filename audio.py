@@ -292,6 +292,8 @@ CLEAR_MARGIN = math.log(2)  # the best candidate this far ahead of the next (in 
 MIN_SEGMENT_BEATS = 4  # a tempo region of the beat curve spans at least this many beats
 CHANGE_SHARE = 0.02  # local tempi this far apart are a tempo change, not tracker jitter
 CURVE_GAIN = 1.25  # a changing tempo must make the onsets hit its beats this much more than one tempo does ...
+CURVE_LEVELS = (1.0, 2.0, 0.5)  # a changing tempo's beats: at the tracker's metrical level, or an octave off
+LEVEL_PRIOR = 0.25  # weight of the log prior against the share of the song on a curve's beats
 CURVE_HIT = 2.0  # ... and hit them this clearly (fold peak at the beats, in envelope standard deviations)
 
 
@@ -576,9 +578,16 @@ def estimate_tempo(samples: np.ndarray, sample_rate: int, tracker: str | None = 
     if share >= STEADY_SHARE or beats.size < 2 * SEGMENT_BEATS:
         return tempo
     curve = beat_curve(beats)  # [m] at the tracker's level
-    level = best.bpm * float(np.median(np.diff(curve))) / 60  # the chosen tempo over the tracker's
-    ratio = min(RELATIVES, key=lambda r: abs(math.log(level / r)))
-    times = _curve_at(curve, ratio, envelope, duration)
+    # the curve's metrical level: of the tracker's, twice it and half it, the one whose beats the onsets stay
+    # on best, the prior breaking near-ties (a level too slow puts the backbeat between its beats)
+    levels = {}
+    for ratio in CURVE_LEVELS:
+        times = _curve_at(curve, ratio, envelope, duration)
+        levels[ratio] = (
+            steady_share(envelope, times) + LEVEL_PRIOR * _log_prior(60 / np.median(np.diff(times))),
+            times,
+        )
+    times = max(levels.values(), key=lambda level: level[0])[1]
     curve_share = steady_share(envelope, times)
     tempi = 60 / np.diff(times)  # [beats - 1] BPM of every beat
     changes = np.percentile(tempi, 95) / np.percentile(tempi, 5) > 1 + CHANGE_SHARE
