@@ -397,12 +397,25 @@ class _Item:
     difficulty: str  # Easy .. ExpertPlus
     ticks: np.ndarray  # [notes] int64: absolute 48-PPQ tick of each note, canonical order
     types: np.ndarray  # [notes] int64: its note-type token
+    # [regions, 3] float: (first beat, BPM, seconds at that beat) of each tempo region; one row, (0, bpm, 0),
+    # for a song of one tempo
+    regions: np.ndarray
+
+    def region(self, start: float) -> tuple[float, float]:
+        """(BPM, chunk_frames' start) of a chunk that starts at beat `start`: the beat it would be at if the
+        whole song ran at its region's tempo, so that chunk_frames and chunk_markers time it exactly."""
+        beat, bpm, seconds = self.regions[np.searchsorted(self.regions[:, 0], start, side="right") - 1]
+        return float(bpm), start if seconds == beat == 0 else seconds * bpm / 60 + start - beat
 
 
 def _item(level, characteristic: str, difficulty: str, song_hash: str) -> _Item:
+    from maps import beat_seconds, tempo_map
     from utils import plain_notes, snap_ticks  # here, not at the top: utils imports this module's PPQ
 
     diff = next(d for d in level.difficulties if (d.characteristic, d.difficulty) == (characteristic, difficulty))
+    tempi = tempo_map(level, diff)
+    starts = np.array([t.beat for t in tempi])
+    regions = np.stack([starts, [t.bpm for t in tempi], beat_seconds(starts, tempi[0].bpm, tempi[1:])], axis=1)
     notes = plain_notes(diff)
     # pairs: [notes, 2] (absolute tick, type token), unique and sorted: the canonical order
     pairs = np.array(
@@ -410,7 +423,7 @@ def _item(level, characteristic: str, difficulty: str, song_hash: str) -> _Item:
         dtype=np.int64,
     ).reshape(-1, 2)
     pairs = np.unique(pairs, axis=0)
-    return _Item(level.path, level.song_filename, song_hash, level.bpm, difficulty, *pairs.T)
+    return _Item(level.path, level.song_filename, song_hash, float(regions[0, 1]), difficulty, *pairs.T, regions)
 
 
 class BeatDataset(torch.utils.data.Dataset):
@@ -470,7 +483,25 @@ class BeatDataset(torch.utils.data.Dataset):
         return self.__dict__ | {"tokenizer": None}
 
     def _span(self, item: _Item, start: int) -> tuple[int, int]:
-        return chunk_frames(start, self.chunk_beats, item.bpm, self.frame_rate)
+        bpm, at = item.region(start)
+        return chunk_frames(at, self.chunk_beats, bpm, self.frame_rate)
+
+    def _markers(self, item: _Item, start: int, frames: int) -> Markers:
+        bpm, at = item.region(start)
+        return chunk_markers(at, self.chunk_beats, bpm, self.frame_rate, frames)
+
+    def _starts(self, item: _Item, shift: int) -> list[int]:
+        """First beats of the item's chunks: every chunk_beats from `shift` beats into each tempo region,
+        each chunk inside its region (the song's last may run past the song's end: it is padded)."""
+        seconds = self.frames[item.song_hash] / self.frame_rate
+        beat, bpm, at = item.regions[-1]
+        bounds = [*item.regions[1:, 0], beat + (seconds - at) * bpm / 60]  # [regions] where each ends
+        starts = []
+        for (first, _, _), end, last in zip(item.regions, bounds, [False] * (len(bounds) - 1) + [True]):
+            begin = math.ceil(first) + shift
+            stop = math.ceil(end) if last else math.floor(end) - self.chunk_beats + 1
+            starts += range(begin, stop, self.chunk_beats)
+        return starts
 
     def _notes_span(self, item: _Item, start: int) -> tuple[int, int]:
         """[first, end) indices of the item's notes inside chunk [start, start + chunk_beats)."""
@@ -486,10 +517,10 @@ class BeatDataset(torch.utils.data.Dataset):
             song_beats = self.frames[item.song_hash] / self.frame_rate * item.bpm / 60
             # within the song's whole bars, so that a song shorter than a chunk still gives one
             shift = int(rng.integers(max(1, min(bars_per_chunk, int(song_beats // BEATS_PER_BAR))))) * BEATS_PER_BAR
-            for start in range(shift, math.ceil(song_beats), self.chunk_beats):
+            for start in self._starts(item, shift):
                 first, end = self._span(item, start)
                 lo, hi = self._notes_span(item, start)
-                markers = len(chunk_markers(start, self.chunk_beats, item.bpm, self.frame_rate, end - first).ticks)
+                markers = len(self._markers(item, start, end - first).ticks)
                 # audio codes, markers, then at most one time token per marker and per note, and the types
                 if FIXED_TOKENS + 2 * (end - first) + 2 * markers + 2 * (hi - lo) > self.max_seq_length:
                     too_long += 1
@@ -500,6 +531,9 @@ class BeatDataset(torch.utils.data.Dataset):
         chosen = sorted(rng.choice(len(empty), keep, replace=False)) if keep else []
         self.chunks = with_notes + [empty[i] for i in chosen]
         self.too_long = too_long
+        # difficulties whose tempo changes, and the chunks inside one of their tempo regions this epoch
+        changing = {index for index, item in enumerate(self.items) if len(item.regions) > 1}
+        self.tempo_changes = (len(changing), sum(index in changing for index, _ in self.chunks))
 
     def __len__(self) -> int:
         return len(self.chunks)
@@ -511,7 +545,7 @@ class BeatDataset(torch.utils.data.Dataset):
         lo, hi = self._notes_span(item, start)
         # [frames, 2] int16, past the song's end the codec's silence
         codes = chunk_codes(_mapped_codes(self.cache.path(item.song_hash)), first, end, self.silence)
-        markers = chunk_markers(start, self.chunk_beats, item.bpm, self.frame_rate, end - first)
+        markers = self._markers(item, start, end - first)
         # notes: the marker grid walked tick by tick, ticks counted from the chunk's first beat
         notes = note_sequence(item.ticks[lo:hi] - start * PPQ, item.types[lo:hi], markers.ticks)
         prompt = prompt_tokens(codes, item.difficulty, markers)

@@ -699,7 +699,8 @@ def _fill_v4(diff: Difficulty, doc: _DifficultyFile) -> list[float]:
 def rejection(level: Level, diff: Difficulty) -> str | None:
     """Why this difficulty cannot train the model, or None when it can.
 
-    Reasons are short fixed phrases so that summaries can count them.
+    Reasons are short fixed phrases so that summaries can count them. Tempo changes are no reason:
+    training takes such a difficulty's windows that lie inside one tempo region (tempo_map).
     """
     if diff.error:
         return "unreadable difficulty file"
@@ -711,8 +712,6 @@ def rejection(level: Level, diff: Difficulty) -> str | None:
         return "Noodle Extensions note data"
     if level.bpm <= 0:
         return "no BPM"
-    if diff.bpm_changes:
-        return "BPM changes"
     if level.song_time_offset:
         return "song time offset"
     if not diff.notes or diff.off_grid == len(diff.notes):
@@ -720,6 +719,19 @@ def rejection(level: Level, diff: Difficulty) -> str | None:
     if diff.off_grid > MAX_OFF_GRID_SHARE * len(diff.notes):
         return "notes off the 4x3 grid"
     return None
+
+
+def tempo_map(level: Level, diff: Difficulty) -> list[BpmEvent]:
+    """The difficulty's tempo regions, each from its first beat on, the first at beat 0: its own tempo
+    events (v2 _BPMChanges, v3 bpmEvents), else the level's audio-data regions, else the Info BPM
+    throughout. An event that keeps the running tempo starts no region."""
+    regions = [BpmEvent(0.0, level.bpm)]
+    for event in sorted(e for e in (diff.bpm_events or level.bpm_regions) if e.bpm > 0 and e.beat >= 0):
+        if event.beat <= regions[-1].beat:
+            regions[-1] = BpmEvent(regions[-1].beat, event.bpm)  # at the same beat: it replaces
+        elif not _same_tempo(event.bpm, regions[-1].bpm):
+            regions.append(event)
+    return regions
 
 
 # ---------------------------------------------------------------- writing

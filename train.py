@@ -383,6 +383,11 @@ def build_datasets(args: argparse.Namespace, main: bool = True) -> tuple[BeatDat
         "songs": {"train": len(train_songs), "validation": len(val_songs)},
         "chunks": {"train": len(train), "validation": len(val) if val else 0},
         "skipped_chunks_too_long": sum(d.too_long for d in (train, val) if d),
+        # difficulties whose tempo changes: their chunks that lie inside one tempo region train
+        "tempo_changes": {
+            "difficulties": sum(d.tempo_changes[0] for d in (train, val) if d),
+            "chunks": sum(d.tempo_changes[1] for d in (train, val) if d),
+        },
         "skipped": dict(sum((d.skipped for d in (train, val) if d), Counter())),
     }
     return train, val, {"codec": codec, "data": summary}
@@ -477,7 +482,7 @@ def map_quality(model, val: BeatDataset, count: int, seed: int = 0) -> dict[str,
         prompt_end = int(np.flatnonzero(ids == NOTES_START)[0]) + 2  # up to and including DIFF_x
         rows.append((item.difficulty, start, val.chunk_beats * PPQ, ids[:prompt_end]))  # last chunks padded too
         truths.append(generated_notes(ids[prompt_end:]))
-        bpms.append(item.bpm)
+        bpms.append(item.region(start)[0])  # the chunk's tempo region
     was_training = model.training
     model.eval()
     with torch.random.fork_rng():
@@ -600,6 +605,10 @@ def main(argv: list[str] | None = None) -> int:
             how += ", audio embeddings from the codec"
         if main_process:
             chunks = f"{len(train)} train chunks, {len(val) if val else 0} validation chunks"
+            changes = info["data"]["tempo_changes"]
+            if changes["difficulties"]:
+                chunks += f" ({changes['chunks']} of them from {changes['difficulties']} difficulties whose tempo "
+                chunks += "changes, each chunk inside one tempo region)"
             batch = args.batch_size * args.grad_accum * state.num_processes
             print(f"training: {how}; {chunks}; {state.num_processes} process(es), effective batch {batch}", flush=True)
         trainer = build_trainer(args, model, train, val)

@@ -26,7 +26,7 @@ from data import (
     note_tokens_error,
 )
 from maps import ZippedBeatSaberDataset, load_level
-from utils import LEAD_IN_BARS, SYNTH_BPMS, SYNTH_RATE, plain_notes, synth_level, write_synth_corpus
+from utils import LEAD_IN_BARS, SYNTH_BPMS, SYNTH_RATE, plain_notes, synth_level, write_synth_corpus, write_zip
 
 CHUNK_BEATS = 8  # two bars: several chunks per short synthetic song
 
@@ -228,6 +228,37 @@ def test_empty_chunk_cap(base, tokenizer, cache_dir, share):
     assert empty <= share * len(data)
     if share == 1.0:
         assert empty > 0  # the lead-in bars have no notes
+
+
+def test_a_level_whose_tempo_steps_trains_on_chunks_inside_one_tempo(tokenizer, tmp_path):
+    from maps import beat_seconds
+
+    files, level = synth_level(2, seed=7, bars=12, hard=True, tempo="step")  # 14 bars, the step on beat 28
+    (tmp_path / "data").mkdir()
+    write_zip(tmp_path / "data" / "step.zip", files)
+    base = ZippedBeatSaberDataset(tmp_path / "data", cache_dir=tmp_path / "cache", progress=False)
+    assert len(base.items) == 2  # Normal and Expert: trainable, no longer rejected for their tempo change
+    data = BeatDataset(base, tokenizer, chunk_beats=CHUNK_BEATS, max_empty_share=1.0, cache_dir=tmp_path / "cache")
+    events = level.difficulties[0].bpm_events
+    (step, new_bpm) = events[0]
+    assert step == 28 and data.tempo_changes == (2, len(data.chunks))
+    after = 0
+    for epoch in range(4):
+        data.set_epoch(epoch)
+        for i, (index, start) in enumerate(data.chunks):
+            assert start + CHUNK_BEATS <= step or start >= step, (epoch, start)  # none straddles the step
+            item = data.items[index]
+            first, end = data._span(item, start)
+            bpm = new_bpm if start >= step else level.bpm
+            # the chunk's audio is its own beats' seconds, timed through the tempo change
+            assert abs(first - beat_seconds(np.array([start]), level.bpm, events)[0] * tokenizer.frame_rate) <= 0.5
+            assert abs(end - first - CHUNK_BEATS * 60 / bpm * tokenizer.frame_rate) <= 1
+            notes = decode_notes(_note_tokens(data[i]["input_ids"]))
+            truth = next(d for d in level.difficulties if d.difficulty == item.difficulty).notes
+            expected = sorted(round((n.beat - start) * PPQ) for n in truth if start <= n.beat < start + CHUNK_BEATS)
+            assert sorted({n[0] for n in notes}) == sorted(set(expected))
+            after += start >= step
+    assert after > 0
 
 
 # ---------------------------------------------------------------- collator

@@ -26,6 +26,7 @@ from maps import (
     load_level,
     read_difficulty,
     rejection,
+    tempo_map,
 )
 
 # ---------------------------------------------------------------- hand-written fixtures
@@ -122,11 +123,14 @@ def _with_v3(**doc_changes) -> tuple[Level, Difficulty]:
     return level, level.difficulties[0]
 
 
-def test_bpm_events_that_change_tempo_block_training():
+def test_bpm_events_that_change_tempo_give_tempo_regions():
     level, diff = _with_v3(bpmEvents=[{"b": 0, "m": 150}, {"b": 32, "m": 150}])
     assert not diff.bpm_changes  # one tempo throughout, even in two events
+    assert tempo_map(level, diff) == [BpmEvent(0.0, 150.0)]
     level, diff = _with_v3(bpmEvents=[{"b": 0, "m": 150}, {"b": 32, "m": 75}])
-    assert diff.bpm_changes and rejection(level, diff) == "BPM changes"
+    # trainable: training takes the windows inside one tempo region
+    assert diff.bpm_changes and rejection(level, diff) is None
+    assert tempo_map(level, diff) == [BpmEvent(0.0, 150.0), BpmEvent(32.0, 75.0)]
 
 
 def test_audio_data_regions_at_another_tempo_are_bpm_changes():
@@ -373,7 +377,13 @@ def test_real_map_edge_cases():
     cicadidae = load_level(SHARED_MAPS / "undeceiver_cicadidae")
     assert cicadidae.info_version == "4.0.1" and all(rejection(cicadidae, d) is None for d in cicadidae.difficulties)
     plane = load_level(SHARED_MAPS / "lekrkoekj_the_plane_that_never_lands")
-    assert {rejection(plane, d) for d in plane.difficulties} == {"BPM changes"}
+    # the one difficulty with notes trains on its windows inside one tempo region
+    assert [rejection(plane, d) for d in plane.difficulties] == ["no notes"] * 4 + [None]
+    assert all(d.bpm_changes for d in plane.difficulties)
+    assert len(tempo_map(plane, plane.difficulties[0])) == 19  # its BPMInfo.dat regions, 176 BPM for 328 beats
+    first, second = tempo_map(plane, plane.difficulties[0])[:2]
+    assert first.beat == 0 and abs(first.bpm - 176) < 1e-3
+    assert second.beat == 328 and abs(second.bpm - 60 * 44100 / 11275) < 1e-3
 
 
 @needs_shared
