@@ -292,8 +292,10 @@ CLEAR_MARGIN = math.log(2)  # the best candidate this far ahead of the next (in 
 MIN_SEGMENT_BEATS = 4  # a tempo region of the beat curve spans at least this many beats
 CHANGE_SHARE = 0.02  # local tempi this far apart are a tempo change, not tracker jitter
 CURVE_GAIN = 1.25  # a changing tempo must make the onsets hit its beats this much more than one tempo does ...
+DP_TIGHTNESS = 100.0  # beat-interval penalty per squared log-ratio to the local period (librosa's default)
 CURVE_LEVELS = (1.0, 2.0, 0.5)  # a changing tempo's beats: at the tracker's metrical level, or an octave off
 LEVEL_PRIOR = 0.25  # weight of the log prior against the share of the song on a curve's beats
+LEVEL_MARGIN = 0.2  # the best level this far ahead of the next (share + weighted log prior) is clearly ahead
 CURVE_HIT = 2.0  # ... and hit them this clearly (fold peak at the beats, in envelope standard deviations)
 
 
@@ -527,16 +529,47 @@ def beat_curve(beats: np.ndarray) -> np.ndarray:
     return np.interp(every, index, fitted)  # beats the tracker missed lie on their region's line
 
 
+def _extended(times: np.ndarray, seconds: float) -> np.ndarray:
+    """[k] beat times -> the same with beats added before and after at the nearest beat's period, so
+    that they cover 0..seconds."""
+    before = math.ceil(times[0] / (times[1] - times[0])) + 1
+    after = math.ceil((seconds - times[-1]) / (times[-1] - times[-2])) + 2
+    times = np.r_[times[0] - (times[1] - times[0]) * np.arange(before, 0, -1), times]
+    return np.r_[times, times[-1] + (times[-1] - times[-2]) * np.arange(1, max(after, 0) + 1)]
+
+
+def _envelope_beats(envelope: np.ndarray, guide: np.ndarray) -> np.ndarray:
+    """envelope: [frames], guide: [k] seconds of beats whose spacing gives the local tempo -> [n] seconds
+    of beats on the song's onsets: dynamic programming over frames (each beat scores its onset strength,
+    each interval a penalty growing with its log-ratio to the guide's local period), so a tracker's beat
+    that slipped onto the off-beat, or lagged a tempo change, comes back to the onsets."""
+    local = np.maximum(envelope, 0) / max(float(envelope.std()), 1e-9)  # [frames]
+    frame_times = np.arange(envelope.size) / ENVELOPE_RATE
+    period = np.interp(frame_times, guide[:-1], np.diff(guide)) * ENVELOPE_RATE  # [frames] frames per beat
+    score, back = local.copy(), np.full(envelope.size, -1)
+    for t in range(envelope.size):
+        lo, hi = max(0, t - round(2 * period[t])), t - round(period[t] / 2)
+        if hi <= lo:
+            continue
+        gaps = t - np.arange(lo, hi)
+        total = score[lo:hi] - DP_TIGHTNESS * np.log(gaps / period[t]) ** 2
+        best = int(np.argmax(total))
+        score[t] += total[best]
+        back[t] = lo + best
+    last_period = round(period[-1])
+    beat = envelope.size - last_period + int(np.argmax(score[-last_period:]))
+    chain = [beat]
+    while back[chain[-1]] >= 0:
+        chain.append(int(back[chain[-1]]))
+    return np.array(chain[::-1], dtype=np.float64) / ENVELOPE_RATE
+
+
 def _curve_at(curve: np.ndarray, ratio: float, envelope: np.ndarray, seconds: float) -> np.ndarray:
     """curve: [m] seconds of the tracker's beats -> [k] seconds of every beat at `ratio` times its tempo,
     extended at the song's ends by the nearest beat's period and shifted by the fraction of a beat
     (within half one) whose beats sit on the strongest onsets, from its first beat on."""
     position = np.arange(0, (curve.size - 1) * ratio + 1) / ratio  # [k] tracker beats
-    times = np.interp(position, np.arange(curve.size), curve)
-    before = math.ceil(times[0] / (times[1] - times[0])) + 1
-    after = math.ceil((seconds - times[-1]) / (times[-1] - times[-2])) + 2
-    times = np.r_[times[0] - (times[1] - times[0]) * np.arange(before, 0, -1), times]
-    times = np.r_[times, times[-1] + (times[-1] - times[-2]) * np.arange(1, max(after, 0) + 1)]
+    times = _extended(np.interp(position, np.arange(curve.size), curve), seconds)
     shifts = np.linspace(-0.5, 0.5, 101)[:-1]
     beat_numbers = np.arange(times.size, dtype=np.float64)
 
@@ -547,8 +580,7 @@ def _curve_at(curve: np.ndarray, ratio: float, envelope: np.ndarray, seconds: fl
 
     shift = shifts[np.argmax([onsets(s) for s in shifts])]
     times = np.interp(beat_numbers + shift, beat_numbers, times)
-    times = times[times >= 0] if (times >= 0).sum() > 1 else times
-    return times
+    return times[times >= 0] if (times >= 0).sum() > 1 else times
 
 
 def estimate_tempo(samples: np.ndarray, sample_rate: int, tracker: str | None = None) -> Tempo:
@@ -587,13 +619,20 @@ def estimate_tempo(samples: np.ndarray, sample_rate: int, tracker: str | None = 
             steady_share(envelope, times) + LEVEL_PRIOR * _log_prior(60 / np.median(np.diff(times))),
             times,
         )
-    times = max(levels.values(), key=lambda level: level[0])[1]
+    ranked = sorted(levels.values(), key=lambda level: -level[0])
+    times, level_margin = ranked[0][1], ranked[0][0] - ranked[1][0]
+    grid = _grid_times(best.bpm, first_beat, duration)
+    # the tracker's beats moved onto the onsets (phase slips, lag after a change), if that fits them better
+    refined = _extended(beat_curve(_envelope_beats(envelope, times)), duration)
+    refined = refined[refined >= 0] if (refined >= 0).sum() > 1 else refined
+    if _hits(envelope, refined, grid)[0] >= _hits(envelope, times, grid)[0]:
+        times = refined
     curve_share = steady_share(envelope, times)
     tempi = 60 / np.diff(times)  # [beats - 1] BPM of every beat
     changes = np.percentile(tempi, 95) / np.percentile(tempi, 5) > 1 + CHANGE_SHARE
-    hits, grid_hits = _hits(envelope, times, _grid_times(best.bpm, first_beat, duration))
+    hits, grid_hits = _hits(envelope, times, grid)
     if not changes or curve_share < max(STEADY_SHARE, share) or hits < max(CURVE_HIT, CURVE_GAIN * grid_hits):
         return tempo
     bpm = float(np.median(tempi[:SEGMENT_BEATS]))
-    confidence = min(curve_share, 1.0)
+    confidence = min(curve_share, level_margin / LEVEL_MARGIN, 1.0)
     return Tempo(bpm, float(times[0]), confidence, tracker, tuple(candidates), times, curve_share)

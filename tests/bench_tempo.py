@@ -135,8 +135,13 @@ def main() -> None:
         octave = sum(r["class"] in OCTAVE for r in fixtures)
         changing = [r for r in rows if r["changes"]]
         followed = sum(r["followed"] >= 0.95 for r in changing)
-        # wrong: not even octave-tolerant, or drifting off the beats (half the beats is all x1/2 can follow)
-        wrong = [r for r in rows if r["class"] not in OCTAVE or (r["class"] != "x1/2" and r["followed"] < 0.95)]
+        # wrong: not even octave-tolerant, or off the beats: a changing song not followed, a steady one drifting
+        # (x1/2 of a steady song is octave-tolerant: half the beats is all it can follow)
+        wrong = [
+            r
+            for r in rows
+            if r["class"] not in OCTAVE or (r["followed"] < 0.95 and (r["changes"] or r["class"] != "x1/2"))
+        ]
         right = [r for r in rows if r not in wrong]
         print(
             f"tempo: fixtures {level}/{len(fixtures)} at the mapper's level, {octave}/{len(fixtures)} octave-tolerant; "
