@@ -26,6 +26,8 @@ import torch
 from tqdm import tqdm
 
 from audio import (
+    CLEAR_MARGIN,
+    STEADY_SHARE,
     AudioError,
     Tempo,
     create_audio_tokenizer,
@@ -205,9 +207,9 @@ def tempo_line(tempo: Tempo) -> str:
         )
     if tempo.doubtful:
         why = []
-        if tempo.steady_share < 0.5:
+        if tempo.steady_share < STEADY_SHARE:
             why.append(f"only {tempo.steady_share:.0%} of the song's stretches sit on one beat grid")
-        if len(tempo.candidates) > 1 and tempo.candidates[0].score - tempo.candidates[1].score < 0.5 * math.log(2):
+        if len(tempo.candidates) > 1 and tempo.candidates[0].score - tempo.candidates[1].score < CLEAR_MARGIN / 2:
             why.append(f"{tempo.candidates[1].bpm:.2f} BPM scores almost as well")
         line += f"\nwarning: the tempo is doubtful ({'; '.join(why) or 'low confidence'}): check the candidates with "
         line += "--analyze and pass the right one with --bpm"

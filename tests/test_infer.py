@@ -332,6 +332,16 @@ def test_analyze_prints_the_synthetic_tempo_without_a_model(tmp_path, capsys):
     assert report["bpm"] == level.bpm and abs((report["first_beat"] - 0.25 + period / 2) % period - period / 2) < 0.02
 
 
+def test_a_doubtful_tempo_says_why_and_what_to_do():
+    from audio import Candidate, Tempo
+
+    close = (Candidate(100.0, 1.0, 2.0, "tracker"), Candidate(200.0, 0.95, 1.9, "tracker x2"))
+    line = infer.tempo_line(Tempo(100.0, 0.1, 0.3, "essentia", close, None, 0.6))
+    assert "doubtful" in line and "200.00 BPM scores almost as well" in line and "60%" in line and "--bpm" in line
+    sure = (Candidate(100.0, 3.0, 4.0, "tracker"), Candidate(200.0, 1.0, 1.9, "tracker x2"))
+    assert "doubtful" not in infer.tempo_line(Tempo(100.0, 0.1, 1.0, "essentia", sure, None, 1.0))
+
+
 def test_warped_window_at_one_tempo_is_the_plain_window():
     from data import chunk_codes, chunk_frames, chunk_markers
 
