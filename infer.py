@@ -650,6 +650,7 @@ def run(args: argparse.Namespace) -> int:
         "tempo": tempo.tracker,
         "lights": args.lights,
     }
+    events = [] if beat_times is None else tempo_events(beat_times)  # v3 bpmEvents where the tempo changes
     files = level_package(
         notes,
         tempo.bpm,
@@ -660,13 +661,15 @@ def run(args: argparse.Namespace) -> int:
         lights=args.lights,
         seed=args.seed,
         generator=generator,
-        bpm_events=[] if beat_times is None else tempo_events(beat_times),
+        bpm_events=events,
     )
     path = write_level(output_path(args), files)
     print(f"wrote {path} (generated: declare it as AI-made when you upload it)")
     if args.preview:
         rate = 22050
-        png = preview_png(notes, tempo.bpm, soxr.resample(mono_padded, OUTPUT_RATE, rate), rate, title=name)
+        png = preview_png(
+            notes, tempo.bpm, soxr.resample(mono_padded, OUTPUT_RATE, rate), rate, title=name, bpm_events=events
+        )
         picture = preview_path(path)
         with atomic_file(picture) as out:
             out.write(png)

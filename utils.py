@@ -445,12 +445,19 @@ def preview_size(difficulties: int) -> tuple[int, int]:
 
 
 def preview_png(
-    notes: dict[str, list[Note]], bpm: float, samples: np.ndarray, rate: int, seconds: float = 30.0, title: str = ""
+    notes: dict[str, list[Note]],
+    bpm: float,
+    samples: np.ndarray,
+    rate: int,
+    seconds: float = 30.0,
+    title: str = "",
+    bpm_events: list[BpmEvent] = (),
 ) -> bytes:
     """A PNG lane chart of the first `seconds` of a level: per difficulty ({name: notes}), the 12 grid
     cells as lanes (top row first) with each note as an arrow in its cut direction (a dot for dot notes)
     in its saber's colour, the song's onset strength under them, bar lines bright, beats faint.
-    samples: [n] mono float at `rate`, beat 0 on sample 0 (as the level's song)."""
+    samples: [n] mono float at `rate`, beat 0 on sample 0 (as the level's song); beats are timed by bpm
+    and, where the tempo changes, bpm_events."""
     import librosa
     from PIL import Image, ImageDraw
 
@@ -467,7 +474,8 @@ def preview_png(
     def x_of(second: float) -> float:
         return LABEL_WIDTH + second / seconds * PREVIEW_WIDTH
 
-    beats = int(seconds * bpm / 60) + 1
+    fastest = max([bpm, *(e.bpm for e in bpm_events)])
+    beat_times = beat_seconds(np.arange(int(seconds * fastest / 60) + 1, dtype=np.float64), bpm, bpm_events)
     panel = CELLS * LANE_HEIGHT + ONSET_HEIGHT + PANEL_GAP
     for i, (name, chosen) in enumerate(notes.items()):
         top = HEADER_HEIGHT + i * panel
@@ -478,16 +486,16 @@ def preview_png(
             y0 = top + row * GRID_COLUMNS * LANE_HEIGHT
             shade = (30, 30, 40) if row % 2 == 0 else (38, 38, 50)
             draw.rectangle((LABEL_WIDTH, y0, width, y0 + GRID_COLUMNS * LANE_HEIGHT - 1), fill=shade)
-        for beat in range(beats):
-            x = x_of(beat * 60 / bpm)
+        for beat, second in enumerate(beat_times[beat_times <= seconds]):
+            x = x_of(float(second))
             bar = beat % BEATS_PER_BAR == 0
             draw.line((x, top, x, bottom), fill=(120, 120, 140) if bar else (55, 55, 70), width=1)
         base = bottom  # the onset strength rises from the panel's bottom
         curve = [(x_of(f * hop / rate), base - v * (ONSET_HEIGHT - 4)) for f, v in enumerate(frames)]
         if len(curve) > 1:
             draw.polygon([(curve[0][0], base), *curve, (curve[-1][0], base)], fill=(90, 170, 120))
-        for note in chosen:
-            second = note.beat * 60 / bpm
+        note_times = beat_seconds(np.array([n.beat for n in chosen], dtype=np.float64), bpm, bpm_events)
+        for note, second in zip(chosen, note_times):
             if not 0 <= second <= seconds or not on_grid(note):
                 continue
             lane = (GRID_ROWS - 1 - note.y) * GRID_COLUMNS + note.x
@@ -523,7 +531,9 @@ def level_preview(level: Level, seconds: float = 30.0, difficulties: list[str] |
         raise ValueError(f"no Standard {' or '.join(difficulties or ['difficulty'])}")
     rate = 22050
     samples = load_audio(read_level_file(level.path, level.song_filename), rate, f"{level.path}:{level.song_filename}")
-    return preview_png(chosen, level.bpm, samples, rate, seconds, level.song_name)
+    standard = [d for d in level.difficulties if d.characteristic == "Standard" and d.difficulty in chosen]
+    events = next((d.bpm_events for d in standard if d.bpm_events), level.bpm_regions)
+    return preview_png(chosen, level.bpm, samples, rate, seconds, level.song_name, events)
 
 
 # ---------------------------------------------------------------- level zips

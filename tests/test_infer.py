@@ -376,8 +376,10 @@ def test_a_song_whose_tempo_steps_gets_bpm_events_and_notes_on_its_beats(tmp_pat
     song = tmp_path / "step.ogg"
     song.write_bytes(files["song.egg"])
     out = tmp_path / "level"
-    assert infer.main([str(song), "--model", str(untrained), "--difficulty", "Expert", "--output", str(out)]) == 0
+    argv = [str(song), "--model", str(untrained), "--difficulty", "Expert", "--output", str(out), "--preview"]
+    assert infer.main(argv) == 0
     assert "the tempo changes" in capsys.readouterr().out
+    assert (tmp_path / "level.png").read_bytes()[:4] == b"\x89PNG"  # drawn on the level's own beats
     result = load_level(out)
     expert = result.difficulties[0]
     assert len(expert.bpm_events) >= 2 and expert.notes
