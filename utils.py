@@ -929,7 +929,7 @@ TEMPO_RATIO_RANGE = (1.12, 1.3)  # a step or ramp speeds up or slows down by thi
 RAMP_BARS = 8  # a ramp changes the tempo beat by beat over this many bars
 
 
-def tempo_events(bpm: float, beats: int, change: str, rng: np.random.Generator) -> list[BpmEvent]:
+def synth_tempo_events(bpm: float, beats: int, change: str, rng: np.random.Generator) -> list[BpmEvent]:
     """The tempo events of a synthetic song of `beats` beats starting at bpm: none when steady; a
     step to bpm * r (or bpm / r) on the bar line nearest the middle; or a ramp there that
     reaches it over RAMP_BARS bars, one event per beat."""
@@ -1004,7 +1004,7 @@ def synth_level(
     hard: a random tempo in HARD_BPM_RANGE (non-integer now and then), sections of varied
     rhythm (rests, syncopation, triplets, fills, dense runs) and instruments that carry no
     notes (hats, bass, chords); Expert on every lead hit, Normal on the kicks on whole beats.
-    tempo (hard only): "step" or "ramp" changes the tempo mid-song (tempo_events); the level
+    tempo (hard only): "step" or "ramp" changes the tempo mid-song (synth_tempo_events); the level
     carries the changes as bpmEvents, its notes stay on their beats.
     """
     rng = np.random.default_rng([seed, index, 1] if hard else [seed, index])
@@ -1012,7 +1012,7 @@ def synth_level(
     if hard:
         bpm = round(float(rng.uniform(*HARD_BPM_RANGE)), int(rng.choice([0, 1, 2])))
         hits = _hard_hits(rng, total_bars)
-        events = tempo_events(bpm, total_bars * BEATS_PER_BAR, tempo, np.random.default_rng([seed, index, 2]))
+        events = synth_tempo_events(bpm, total_bars * BEATS_PER_BAR, tempo, np.random.default_rng([seed, index, 2]))
         song = _render_hard(hits, bpm, total_bars * BEATS_PER_BAR, rng, events)
         normal, expert = _hard_notes(hits, False, rng), _hard_notes(hits, True, rng)
     else:
