@@ -587,6 +587,10 @@ def run(args: argparse.Namespace) -> int:
     model, info = load_checkpoint(args.model, device, "float32" if args.quantize == "int8" else args.dtype)
     if args.quantize == "int8":
         model = quantized(model)
+        if native_bf16_cpu():
+            # measured (README, Performance): its attention and KV cache stay float32, twice the bytes per decode
+            # step of bf16, and decoding is bound by reading that cache
+            print("note: this CPU computes bf16 natively; exact bf16 mapping (no --quantize) is faster here than int8")
     precision = str(model.dtype).removeprefix("torch.") + (", int8 linear layers" if args.quantize == "int8" else "")
     print(f"model: {args.model} ({precision})")
     codec = info["codec"]
