@@ -604,24 +604,39 @@ def estimate_tempo(samples: np.ndarray, sample_rate: int, tracker: str | None = 
     candidates = tempo_candidates(envelope, 60 / float(np.median(np.diff(beats))))
     best = candidates[0]
     first_beat = _first_beat(envelope, best.bpm)
-    share = steady_share(envelope, _grid_times(best.bpm, first_beat, duration))
+    grid = _grid_times(best.bpm, first_beat, duration)  # [beats] seconds of the best single tempo's beats
+    share = steady_share(envelope, grid)
     margin = best.score - candidates[1].score if len(candidates) > 1 else CLEAR_MARGIN
     tempo = Tempo(best.bpm, first_beat, min(margin / CLEAR_MARGIN, share, 1.0), tracker, tuple(candidates), None, share)
-    if share >= STEADY_SHARE or beats.size < 2 * SEGMENT_BEATS:
+    change = (
+        None
+        if share >= STEADY_SHARE or beats.size < 2 * SEGMENT_BEATS
+        else _tempo_change(envelope, beats, grid, duration)
+    )
+    if change is None or change[1] < share:
         return tempo
+    times, curve_share, confidence = change
+    bpm = float(np.median(60 / np.diff(times[: SEGMENT_BEATS + 1])))
+    return Tempo(bpm, float(times[0]), confidence, tracker, tuple(candidates), times, curve_share)
+
+
+def _tempo_change(
+    envelope: np.ndarray, beats: np.ndarray, grid: np.ndarray, duration: float
+) -> tuple[np.ndarray, float, float] | None:
+    """envelope: [frames], beats: [n] the tracker's beat times, grid: [k] the best single tempo's beats,
+    duration: the song's seconds -> (seconds of every beat, their steady share, confidence) when the
+    song's tempo changes, else None. The tracker's beats are fitted by tempo regions (beat_curve) at the
+    metrical level whose beats the onsets stay on best (the prior breaking near-ties; a level too slow
+    puts the backbeat between its beats), moved onto the onsets where that fits them better, and
+    accepted only when the onsets hit them clearly."""
     curve = beat_curve(beats)  # [m] at the tracker's level
-    # the curve's metrical level: of the tracker's, twice it and half it, the one whose beats the onsets stay
-    # on best, the prior breaking near-ties (a level too slow puts the backbeat between its beats)
-    levels = {}
+    levels = []
     for ratio in CURVE_LEVELS:
         times = _curve_at(curve, ratio, envelope, duration)
-        levels[ratio] = (
-            steady_share(envelope, times) + LEVEL_PRIOR * _log_prior(60 / np.median(np.diff(times))),
-            times,
-        )
-    ranked = sorted(levels.values(), key=lambda level: -level[0])
-    times, level_margin = ranked[0][1], ranked[0][0] - ranked[1][0]
-    grid = _grid_times(best.bpm, first_beat, duration)
+        tempo = 60 / np.median(np.diff(times))
+        levels.append((steady_share(envelope, times) + LEVEL_PRIOR * _log_prior(tempo), times))
+    levels.sort(key=lambda level: -level[0])
+    times, level_margin = levels[0][1], levels[0][0] - levels[1][0]
     # the tracker's beats moved onto the onsets (phase slips, lag after a change), if that fits them better
     refined = _extended(beat_curve(_envelope_beats(envelope, times)), duration)
     refined = refined[refined >= 0] if (refined >= 0).sum() > 1 else refined
@@ -631,8 +646,6 @@ def estimate_tempo(samples: np.ndarray, sample_rate: int, tracker: str | None = 
     tempi = 60 / np.diff(times)  # [beats - 1] BPM of every beat
     changes = np.percentile(tempi, 95) / np.percentile(tempi, 5) > 1 + CHANGE_SHARE
     hits, grid_hits = _hits(envelope, times, grid)
-    if not changes or curve_share < max(STEADY_SHARE, share) or hits < max(CURVE_HIT, CURVE_GAIN * grid_hits):
-        return tempo
-    bpm = float(np.median(tempi[:SEGMENT_BEATS]))
-    confidence = min(curve_share, level_margin / LEVEL_MARGIN, 1.0)
-    return Tempo(bpm, float(times[0]), confidence, tracker, tuple(candidates), times, curve_share)
+    if not changes or curve_share < STEADY_SHARE or hits < max(CURVE_HIT, CURVE_GAIN * grid_hits):
+        return None
+    return times, curve_share, min(curve_share, level_margin / LEVEL_MARGIN, 1.0)
