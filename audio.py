@@ -292,11 +292,11 @@ CLEAR_MARGIN = math.log(2)  # the best candidate this far ahead of the next (in 
 MIN_SEGMENT_BEATS = 4  # a tempo region of the beat curve spans at least this many beats
 CHANGE_SHARE = 0.02  # local tempi this far apart are a tempo change, not tracker jitter
 CURVE_GAIN = 1.25  # a changing tempo must make the onsets hit its beats this much more than one tempo does ...
+CURVE_HIT = 2.0  # ... and hit them this clearly (fold peak at the beats, in envelope standard deviations)
 DP_TIGHTNESS = 100.0  # beat-interval penalty per squared log-ratio to the local period (librosa's default)
 CURVE_LEVELS = (1.0, 2.0, 0.5)  # a changing tempo's beats: at the tracker's metrical level, or an octave off
 LEVEL_PRIOR = 0.25  # weight of the log prior against the share of the song on a curve's beats
 LEVEL_MARGIN = 0.2  # the best level this far ahead of the next (share + weighted log prior) is clearly ahead
-CURVE_HIT = 2.0  # ... and hit them this clearly (fold peak at the beats, in envelope standard deviations)
 
 
 class Candidate(NamedTuple):
@@ -538,6 +538,11 @@ def _extended(times: np.ndarray, seconds: float) -> np.ndarray:
     return np.r_[times, times[-1] + (times[-1] - times[-2]) * np.arange(1, max(after, 0) + 1)]
 
 
+def _from_zero(times: np.ndarray) -> np.ndarray:
+    """[k] beat times -> those at or after the song's start (all of them if fewer than two are)."""
+    return times[times >= 0] if (times >= 0).sum() > 1 else times
+
+
 def _envelope_beats(envelope: np.ndarray, guide: np.ndarray) -> np.ndarray:
     """envelope: [frames], guide: [k] seconds of beats whose spacing gives the local tempo -> [n] seconds
     of beats on the song's onsets: dynamic programming over frames (each beat scores its onset strength,
@@ -579,8 +584,7 @@ def _curve_at(curve: np.ndarray, ratio: float, envelope: np.ndarray, seconds: fl
         return float(envelope[frames[(frames >= 0) & (frames < envelope.size)]].sum())
 
     shift = shifts[np.argmax([onsets(s) for s in shifts])]
-    times = np.interp(beat_numbers + shift, beat_numbers, times)
-    return times[times >= 0] if (times >= 0).sum() > 1 else times
+    return _from_zero(np.interp(beat_numbers + shift, beat_numbers, times))
 
 
 def estimate_tempo(samples: np.ndarray, sample_rate: int, tracker: str | None = None) -> Tempo:
@@ -638,14 +642,13 @@ def _tempo_change(
     levels.sort(key=lambda level: -level[0])
     times, level_margin = levels[0][1], levels[0][0] - levels[1][0]
     # the tracker's beats moved onto the onsets (phase slips, lag after a change), if that fits them better
-    refined = _extended(beat_curve(_envelope_beats(envelope, times)), duration)
-    refined = refined[refined >= 0] if (refined >= 0).sum() > 1 else refined
-    if _hits(envelope, refined, grid)[0] >= _hits(envelope, times, grid)[0]:
-        times = refined
+    refined = _from_zero(_extended(beat_curve(_envelope_beats(envelope, times)), duration))
+    (hits, grid_hits), (refined_hits, _) = _hits(envelope, times, grid), _hits(envelope, refined, grid)
+    if refined_hits >= hits:
+        times, hits = refined, refined_hits
     curve_share = steady_share(envelope, times)
     tempi = 60 / np.diff(times)  # [beats - 1] BPM of every beat
     changes = np.percentile(tempi, 95) / np.percentile(tempi, 5) > 1 + CHANGE_SHARE
-    hits, grid_hits = _hits(envelope, times, grid)
     if not changes or curve_share < STEADY_SHARE or hits < max(CURVE_HIT, CURVE_GAIN * grid_hits):
         return None
     return times, curve_share, min(curve_share, level_margin / LEVEL_MARGIN, 1.0)

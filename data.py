@@ -393,7 +393,6 @@ class _Item:
     level_path: str
     song_filename: str
     song_hash: str
-    bpm: float
     difficulty: str  # Easy .. ExpertPlus
     ticks: np.ndarray  # [notes] int64: absolute 48-PPQ tick of each note, canonical order
     types: np.ndarray  # [notes] int64: its note-type token
@@ -401,11 +400,16 @@ class _Item:
     # for a song of one tempo
     regions: np.ndarray
 
+    @property
+    def bpm(self) -> float:
+        """The song's first tempo (its only one, unless the tempo changes)."""
+        return float(self.regions[0, 1])
+
     def region(self, start: float) -> tuple[float, float]:
         """(BPM, chunk_frames' start) of a chunk that starts at beat `start`: the beat it would be at if the
         whole song ran at its region's tempo, so that chunk_frames and chunk_markers time it exactly."""
         beat, bpm, seconds = self.regions[np.searchsorted(self.regions[:, 0], start, side="right") - 1]
-        return float(bpm), start if seconds == beat == 0 else seconds * bpm / 60 + start - beat
+        return float(bpm), seconds * bpm / 60 + start - beat
 
 
 def _item(level, characteristic: str, difficulty: str, song_hash: str) -> _Item:
@@ -423,7 +427,7 @@ def _item(level, characteristic: str, difficulty: str, song_hash: str) -> _Item:
         dtype=np.int64,
     ).reshape(-1, 2)
     pairs = np.unique(pairs, axis=0)
-    return _Item(level.path, level.song_filename, song_hash, float(regions[0, 1]), difficulty, *pairs.T, regions)
+    return _Item(level.path, level.song_filename, song_hash, difficulty, *pairs.T, regions)
 
 
 class BeatDataset(torch.utils.data.Dataset):
@@ -497,10 +501,9 @@ class BeatDataset(torch.utils.data.Dataset):
         beat, bpm, at = item.regions[-1]
         bounds = [*item.regions[1:, 0], beat + (seconds - at) * bpm / 60]  # [regions] where each ends
         starts = []
-        for (first, _, _), end, last in zip(item.regions, bounds, [False] * (len(bounds) - 1) + [True]):
-            begin = math.ceil(first) + shift
-            stop = math.ceil(end) if last else math.floor(end) - self.chunk_beats + 1
-            starts += range(begin, stop, self.chunk_beats)
+        for i, (first, end) in enumerate(zip(item.regions[:, 0], bounds)):
+            stop = math.ceil(end) if i == len(bounds) - 1 else math.floor(end) - self.chunk_beats + 1
+            starts += range(math.ceil(first) + shift, stop, self.chunk_beats)
         return starts
 
     def _notes_span(self, item: _Item, start: int) -> tuple[int, int]:

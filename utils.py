@@ -965,16 +965,17 @@ def _render_hard(
 
     song = np.zeros(math.ceil((seconds(beats) + 0.5) * SYNTH_RATE))
     bar_samples = round(BEATS_PER_BAR * seconds_per_beat * SYNTH_RATE)
-    bar_starts = [
-        round(seconds(bar * BEATS_PER_BAR) * SYNTH_RATE) if events else bar * bar_samples
-        for bar in range(beats // BEATS_PER_BAR + 2)
-    ]
+
+    def bar_start(bar: int) -> int:
+        # steady songs keep whole bars of bar_samples: the learnability corpus stays sample for sample the same
+        return round(seconds(bar * BEATS_PER_BAR) * SYNTH_RATE) if events else bar * bar_samples
+
     roots = rng.choice([98.0, 110.0, 130.8, 146.8, 164.8], beats // BEATS_PER_BAR + 2)
     for bar, root in enumerate(roots):
-        length = round(seconds((bar + 1) * BEATS_PER_BAR) * SYNTH_RATE) - bar_starts[bar] if events else bar_samples
-        t = np.arange(min(length, max(0, song.size - bar_starts[bar]))) / SYNTH_RATE
+        start, length = bar_start(bar), bar_start(bar + 1) - bar_start(bar)
+        t = np.arange(min(length, max(0, song.size - start))) / SYNTH_RATE
         chord = sum(np.sin(2 * np.pi * root * ratio * t) for ratio in (1, 1.25, 1.5))
-        song[bar_starts[bar] : bar_starts[bar] + t.size] += 0.03 * chord
+        song[start : start + t.size] += 0.03 * chord
     t, env = _envelope(0.3, 10)
     for beat, kind in hits:
         start = round(seconds(beat) * SYNTH_RATE)
