@@ -295,8 +295,12 @@ CURVE_GAIN = 1.25  # a changing tempo must make the onsets hit its beats this mu
 CURVE_HIT = 2.0  # ... and hit them this clearly (fold peak at the beats, in envelope standard deviations)
 DP_TIGHTNESS = 100.0  # beat-interval penalty per squared log-ratio to the local period (librosa's default)
 CURVE_LEVELS = (1.0, 2.0, 0.5)  # a changing tempo's beats: at the tracker's metrical level, or an octave off
-LEVEL_PRIOR = 0.25  # weight of the log prior against the share of the song on a curve's beats
-LEVEL_MARGIN = 0.2  # the best level this far ahead of the next (share + weighted log prior) is clearly ahead
+LEVEL_MARGIN = math.log(1.5)  # the best level this far ahead of the next (_level_score) is clearly ahead
+REGION_BEATS = 16  # a stretch of beats this long at one tempo is refitted on the onsets as one grid
+REGION_RELATIVES = (3 / 2, 2 / 3, 4 / 3, 3 / 4)  # a tracker's region may be off the song's pulse by 3:2 or 4:3 ...
+REGION_GAIN = 1.5  # ... when a relative folds this much sharper than the tracker's tempo
+REGION_SPAN, REGION_STEPS = 0.01, 41  # a region's tempo refined within +-1% ...
+REGION_FINE_SPAN, REGION_FINE_STEPS = 0.001, 21  # ... then within +-0.1%
 
 
 class Candidate(NamedTuple):
@@ -569,6 +573,89 @@ def _envelope_beats(envelope: np.ndarray, guide: np.ndarray) -> np.ndarray:
     return np.array(chain[::-1], dtype=np.float64) / ENVELOPE_RATE
 
 
+def _tempo_runs(times: np.ndarray) -> list[tuple[int, int]]:
+    """times: [k] beat times -> [(i, j)] beat index ranges (beats i..j) of one tempo each: runs whose
+    local period (median over +-4 beats, so one odd interval where two fitted lines meet is no change)
+    stays within CHANGE_SHARE of the run's first; two REGION_BEATS runs at the same tempo with only
+    short ones between (the tracker slipped off the beat and back) are one run."""
+    gaps = np.diff(times)  # [k - 1] seconds per beat
+    local = np.array([np.median(gaps[max(0, k - 4) : k + 5]) for k in range(gaps.size)])
+    runs, start = [], 0
+    for k in range(1, gaps.size + 1):
+        if k == gaps.size or abs(local[k] / local[start] - 1) > CHANGE_SHARE:
+            runs.append((start, k))
+            start = k
+    merged: list[tuple[int, int]] = []
+    for run in runs:
+        long = [m for m, (i, j) in enumerate(merged) if j - i >= REGION_BEATS]
+        if run[1] - run[0] >= REGION_BEATS and long:
+            i, j = merged[long[-1]]
+            same = abs(np.median(gaps[run[0] : run[1]]) / np.median(gaps[i:j]) - 1) <= CHANGE_SHARE
+            if same and run[0] - j < REGION_BEATS:
+                merged[long[-1] :] = [(i, run[1])]
+                continue
+        merged.append(run)
+    return merged
+
+
+def _region_grid(envelope: np.ndarray, start: float, end: float, bpm: float) -> tuple[float, float]:
+    """The onsets from start to end seconds, whose beats run at about bpm -> (tempo, a beat's seconds) of
+    the one grid they fold onto best: bpm, or a 3:2 / 4:3 relative (a tracker that locked onto a
+    dotted or triplet pulse) that folds REGION_GAIN times sharper, the best of those by sharpness and
+    prior as tempo_candidates scores a song; then refined and phased."""
+    part = envelope[max(int(start * ENVELOPE_RATE), 0) : int(end * ENVELOPE_RATE)]  # [frames]
+
+    def sharpness(tempo: float) -> float:
+        fold = _fold(part, tempo)
+        return max(float(fold.max() - fold.mean()), 1e-12)
+
+    tempo = _best_bpm(part, bpm, REGION_SPAN, REGION_STEPS)
+    relatives = [_best_bpm(part, tempo * ratio, REGION_SPAN, REGION_STEPS) for ratio in REGION_RELATIVES]
+    relatives = [t for t in relatives if TEMPO_RANGE[0] <= t <= TEMPO_RANGE[1]]
+    relatives = [t for t in relatives if sharpness(t) >= REGION_GAIN * sharpness(tempo)]
+    if relatives:
+        tempo = max(relatives, key=lambda t: math.log(sharpness(t)) + PRIOR_WEIGHT * _log_prior(t))
+    tempo = _best_bpm(part, tempo, REGION_FINE_SPAN, REGION_FINE_STEPS)
+    return tempo, max(start, 0.0) + _first_beat(part, tempo)
+
+
+def _onset_strength(envelope: np.ndarray, times: np.ndarray) -> float:
+    """Mean envelope at the frames of these beats (0 without any in the song)."""
+    frames = np.round(times * ENVELOPE_RATE).astype(np.int64)
+    frames = frames[(frames >= 0) & (frames < envelope.size)]
+    return float(envelope[frames].mean()) if frames.size else 0.0
+
+
+def _region_beats(envelope: np.ndarray, times: np.ndarray, duration: float) -> np.ndarray:
+    """times: [k] beat times following a tracker -> [n] the same with every long stretch at one tempo
+    (_tempo_runs) replaced by the single grid its onsets fold onto (_region_grid), where that grid's
+    beats hit stronger onsets: a tracker that slipped onto the off-beat, or onto a dotted pulse, for
+    part of a region comes back, since the whole region decides. Short runs (ramps, the beats around
+    a step) keep the tracker's beats; the first and last grids reach the song's ends."""
+    pieces = []
+    for i, j in _tempo_runs(times):
+        own = times[i:j]
+        if j - i < REGION_BEATS:
+            pieces.append(own)
+            continue
+        bpm, beat = _region_grid(envelope, times[i], times[j], 60 / float(np.median(np.diff(times[i : j + 1]))))
+        period = 60 / bpm
+        start = 0.0 if i == 0 else times[i] - period / 2
+        end = duration if j == times.size - 1 else times[j] - period / 2
+        grid = beat + period * np.arange(math.floor((start - beat) / period), math.ceil((end - beat) / period) + 1)
+        grid = grid[(grid >= start) & (grid < end)]
+        within = own[(own >= start) & (own < end)]
+        pieces.append(grid if _onset_strength(envelope, grid) >= _onset_strength(envelope, within) else own)
+    beats = np.sort(np.concatenate([*pieces, times[-1:]]))
+    # where two pieces meet, a beat closer than half the local period to the one before is the same beat
+    period = np.interp(beats, times[:-1], np.diff(times))
+    kept = [0]
+    for k in range(1, beats.size):
+        if beats[k] - beats[kept[-1]] > period[k] / 2:
+            kept.append(k)
+    return beats[kept]
+
+
 def _curve_at(curve: np.ndarray, ratio: float, envelope: np.ndarray, seconds: float) -> np.ndarray:
     """curve: [m] seconds of the tracker's beats -> [k] seconds of every beat at `ratio` times its tempo,
     extended at the song's ends by the nearest beat's period and shifted by the fraction of a beat
@@ -624,6 +711,14 @@ def estimate_tempo(samples: np.ndarray, sample_rate: int, tracker: str | None = 
     return Tempo(bpm, float(times[0]), confidence, tracker, tuple(candidates), times, curve_share)
 
 
+def _level_score(envelope: np.ndarray, times: np.ndarray) -> float:
+    """How well beats at one metrical level fit the song: the log of the mean onset strength at them
+    (a level too fast adds weak beats, one off the beat misses the strong ones) + PRIOR_WEIGHT x the
+    log prior of their median tempo, the scale tempo_candidates scores a single tempo on."""
+    strength = max(_onset_strength(envelope, times) / max(float(envelope.std()), 1e-9), 1e-9)
+    return math.log(strength) + PRIOR_WEIGHT * _log_prior(60 / float(np.median(np.diff(times))))
+
+
 def _tempo_change(
     envelope: np.ndarray, beats: np.ndarray, grid: np.ndarray, duration: float
 ) -> tuple[np.ndarray, float, float] | None:
@@ -636,19 +731,19 @@ def _tempo_change(
     curve = beat_curve(beats)  # [m] at the tracker's level
     levels = []
     for ratio in CURVE_LEVELS:
-        times = _curve_at(curve, ratio, envelope, duration)
-        tempo = 60 / np.median(np.diff(times))
-        levels.append((steady_share(envelope, times) + LEVEL_PRIOR * _log_prior(tempo), times))
+        times = _region_beats(envelope, _curve_at(curve, ratio, envelope, duration), duration)
+        # the tracker's beats moved onto the onsets (phase slips, lag after a change), if that fits them better
+        refined = _from_zero(_extended(beat_curve(_envelope_beats(envelope, times)), duration))
+        (hits, grid_hits), (refined_hits, _) = _hits(envelope, times, grid), _hits(envelope, refined, grid)
+        if refined_hits >= hits:
+            times, hits = refined, refined_hits
+        levels.append((_level_score(envelope, times), times, hits, grid_hits))
     levels.sort(key=lambda level: -level[0])
-    times, level_margin = levels[0][1], levels[0][0] - levels[1][0]
-    # the tracker's beats moved onto the onsets (phase slips, lag after a change), if that fits them better
-    refined = _from_zero(_extended(beat_curve(_envelope_beats(envelope, times)), duration))
-    (hits, grid_hits), (refined_hits, _) = _hits(envelope, times, grid), _hits(envelope, refined, grid)
-    if refined_hits >= hits:
-        times, hits = refined, refined_hits
+    _, times, hits, grid_hits = levels[0]
+    level_margin = levels[0][0] - levels[1][0]
     curve_share = steady_share(envelope, times)
     tempi = 60 / np.diff(times)  # [beats - 1] BPM of every beat
     changes = np.percentile(tempi, 95) / np.percentile(tempi, 5) > 1 + CHANGE_SHARE
-    if not changes or curve_share < STEADY_SHARE or hits < max(CURVE_HIT, CURVE_GAIN * grid_hits):
+    if not changes or hits < max(CURVE_HIT, CURVE_GAIN * grid_hits):
         return None
-    return times, curve_share, min(curve_share, level_margin / LEVEL_MARGIN, 1.0)
+    return times, curve_share, min(curve_share / STEADY_SHARE, level_margin / LEVEL_MARGIN, 1.0)

@@ -207,3 +207,30 @@ def test_estimate_tempo_finds_and_follows_tempo_changes(change):
         assert abs(tempo.bpm / level.bpm - 1) < 0.02
         estimate = tempo.beats
     assert _beat_share(truth, estimate) >= 0.95
+
+
+def _envelope_of(beats: np.ndarray, off_beats: np.ndarray, seconds: float) -> np.ndarray:
+    """[frames] an onset envelope at ENVELOPE_RATE: strong onsets on the beats, weaker ones between."""
+    from audio import ENVELOPE_RATE
+
+    envelope = np.zeros(int(seconds * ENVELOPE_RATE))
+    for times, height in ((beats, 1.0), (off_beats, 0.4)):
+        frames = np.round(times * ENVELOPE_RATE).astype(np.int64)
+        envelope[frames[frames < envelope.size]] += height
+    return np.convolve(envelope, [0.25, 0.5, 1.0, 0.5, 0.25], mode="same") - 0.02
+
+
+@pytest.mark.parametrize("fault", ["off-beat slip", "dotted pulse"])
+def test_region_beats_bring_a_tracker_that_left_the_beat_back_onto_it(fault):
+    from audio import _region_beats
+
+    # truth: 64 beats at 120 BPM, then a step to 150 BPM for 96 beats, weaker onsets between the beats
+    truth = 0.3 + np.r_[0, np.cumsum(np.r_[np.full(64, 0.5), np.full(96, 0.4)])]  # [161] seconds
+    seconds = truth[-1] + 0.5
+    envelope = _envelope_of(truth, (truth[1:] + truth[:-1]) / 2, seconds)
+    if fault == "off-beat slip":  # the tracker sits half a beat late for 30 beats after the step
+        tracked = truth + np.where((np.arange(truth.size) > 66) & (np.arange(truth.size) < 96), 0.2, 0.0)
+    else:  # after the step the tracker locks onto a pulse 4/3 as fast (every dotted eighth)
+        tracked = np.r_[truth[:65], truth[64] + 0.3 * np.arange(1, 129)]
+    assert _beat_share(truth, tracked) < 0.85
+    assert _beat_share(truth, _region_beats(envelope, tracked, seconds)) >= 0.98
