@@ -724,10 +724,11 @@ def _tempo_change(
 ) -> tuple[np.ndarray, float, float] | None:
     """envelope: [frames], beats: [n] the tracker's beat times, grid: [k] the best single tempo's beats,
     duration: the song's seconds -> (seconds of every beat, their steady share, confidence) when the
-    song's tempo changes, else None. The tracker's beats are fitted by tempo regions (beat_curve) at the
-    metrical level whose beats the onsets stay on best (the prior breaking near-ties; a level too slow
-    puts the backbeat between its beats), moved onto the onsets where that fits them better, and
-    accepted only when the onsets hit them clearly."""
+    song's tempo changes, else None. The tracker's beats are fitted by tempo regions (beat_curve), each
+    long region refolded on the onsets (_region_beats) and moved onto them beat by beat where that fits
+    better, at the metrical level that scores best (_level_score), and accepted only when the onsets
+    hit them clearly better than the single grid. Confidence: the level's lead and the steady share
+    against STEADY_SHARE."""
     curve = beat_curve(beats)  # [m] at the tracker's level
     levels = []
     for ratio in CURVE_LEVELS:
