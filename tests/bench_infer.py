@@ -1,6 +1,7 @@
 """Benchmark: inference seconds per minute of audio.
 
-    python tests/bench_infer.py [--skip-real] [--device cuda]
+    python tests/bench_infer.py [--skip-real] [--device cuda] [--song-minutes 3 10] [--exact-only]
+    python tests/bench_infer.py --real-dtype --song-minutes 20 --exact-only   # only the 20-minute row
 
 Rows: the tiny model end to end through infer.py (CPU, untrained, temperature 1 so it
 writes notes); the real Qwen3-0.6B architecture (random init, bf16) decoding one
@@ -159,12 +160,13 @@ def main() -> None:
         default=[3.0],
         help="CPU end-to-end rows: real-size infer.py on songs this long (exact, then --quantize int8 on the first)",
     )
+    parser.add_argument("--exact-only", action="store_true", help="no --quantize int8 row")
     parser.add_argument(
         "--real-dtype",
-        nargs="+",
+        nargs="*",
         default=["bfloat16", "float32"],
         choices=("bfloat16", "float32"),
-        help="dtypes of the real-size one-chunk rows (infer.py uses float32 on CPU, bfloat16 on CUDA)",
+        help="dtypes of the real-size one-chunk rows (none: no such rows)",
     )
     args = parser.parse_args()
     peaks = {name: matmul_peak(args.device, dtype) for name, dtype in PEAK_DTYPES.items()}
@@ -193,7 +195,7 @@ def main() -> None:
             real = checkpoint(tmp / "real", train.QWEN3_06B, torch.bfloat16)
             for i, minutes in enumerate(args.song_minutes):
                 song, seconds = song_file(tmp, minutes * 60)
-                for mode in ["exact", "int8"] if i == 0 else ["exact"]:
+                for mode in ["exact", "int8"] if i == 0 and not args.exact_only else ["exact"]:
                     r = cpu_song(real, song, *(["--quantize", "int8"] if mode == "int8" else []))
                     print(
                         f"cpu {minutes:g}-min {mode}: total {r['total']:.0f} s (prefill {r['prefill']:.0f} s, "
