@@ -136,8 +136,9 @@ def main() -> None:
             )
         held_out = [r for r, song in zip(rows, songs) if not r["fixture"] and int(song.name[-2:]) >= TUNED_SYNTHETIC]
         if held_out:
+            last = TUNED_SYNTHETIC + len(held_out) - 1
             print(
-                f"held-out synthetic songs {TUNED_SYNTHETIC:02d}-{TUNED_SYNTHETIC + len(held_out) - 1:02d}: changes followed "
+                f"held-out synthetic songs {TUNED_SYNTHETIC:02d}-{last:02d}: changes followed "
                 f"{sum(r['followed'] >= 0.95 for r in held_out)}/{len(held_out)}, doubtful "
                 f"{sum(r['doubtful'] for r in held_out)}/{len(held_out)}"
             )
