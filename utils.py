@@ -43,6 +43,7 @@ from maps import (
     beat_seconds,
     level_files,
     on_grid,
+    tempo_map,
 )
 
 OFF_GRID_TOLERANCE = 0.05  # ticks; 3-decimal beats in map files are within 0.025 of the grid
@@ -561,10 +562,18 @@ SEAM_BEATS = 2  # notes this close to a multiple of chunk_beats sit at a window 
 CELLS = 12
 
 
-def note_seconds(notes: Iterable[Note], bpm: float) -> np.ndarray:
-    """[distinct note times] float seconds, sorted: notes at one tick count once."""
+def song_beats_at(seconds: float, bpm: float, events: Iterable[BpmEvent] = ()) -> float:
+    """Seconds after beat 0 -> the beat there, under the tempo events (beat_seconds inverted: it is
+    piecewise linear and increasing, so its knots and one far point interpolate it exactly)."""
+    knots = np.array(sorted({0.0, *(e.beat for e in events if e.beat > 0)}) + [1e9])  # [k] beats
+    return float(np.interp(seconds, beat_seconds(knots, bpm, events), knots))
+
+
+def note_seconds(notes: Iterable[Note], bpm: float, events: Iterable[BpmEvent] = ()) -> np.ndarray:
+    """[distinct note times] float seconds, sorted: notes at one tick count once; beats timed at bpm,
+    or under the tempo events (v3 bpmEvents) where the map has them."""
     ticks = np.unique(np.asarray(snap_ticks(n.beat for n in notes), dtype=np.int64))
-    return ticks / PPQ * 60 / bpm
+    return beat_seconds(ticks / PPQ, bpm, events)
 
 
 def matched(estimate: np.ndarray, reference: np.ndarray, tolerance: float) -> int:
@@ -616,7 +625,9 @@ def near_share(times: np.ndarray, onsets: np.ndarray, tolerance: float) -> float
     return float(np.mean(gap <= tolerance))
 
 
-def listening(times: np.ndarray, onsets: np.ndarray, bpm: float, tolerance: float = TOLERANCE) -> dict[str, float]:
+def listening(
+    times: np.ndarray, onsets: np.ndarray, bpm: float, tolerance: float = TOLERANCE, events: Iterable[BpmEvent] = ()
+) -> dict[str, float]:
     """How much more often note times sit on audio onsets than random placements would.
 
     The baseline is the share that notes placed at random on the 1/4-beat grid between the
@@ -625,8 +636,9 @@ def listening(times: np.ndarray, onsets: np.ndarray, bpm: float, tolerance: floa
     """
     if len(times) == 0:
         return {"onset_share": 0.0, "random_onset_share": 0.0, "listening_lift": 0.0}
-    step = RANDOM_GRID / PPQ * 60 / bpm
-    grid = np.arange(round(times[0] / step), round(times[-1] / step) + 1) * step
+    step = RANDOM_GRID / PPQ  # beats
+    first, last = (round(song_beats_at(t, bpm, events) / step) for t in (times[0], times[-1]))
+    grid = beat_seconds(np.arange(first, last + 1) * step, bpm, events)  # [points] seconds
     share, random_share = near_share(times, onsets, tolerance), near_share(grid, onsets, tolerance)
     lift = share / random_share if random_share else 0.0
     return {"onset_share": share, "random_onset_share": random_share, "listening_lift": lift}
@@ -638,7 +650,7 @@ def density_curve(times: np.ndarray, bin_seconds: float, bins: int) -> np.ndarra
     return counts[:bins]
 
 
-def parity_log(notes: Iterable[Note], bpm: float) -> list[tuple[float, bool]]:
+def parity_log(notes: Iterable[Note], bpm: float, events: Iterable[BpmEvent] = ()) -> list[tuple[float, bool]]:
     """Per swing (see swings) in time order: (beat, whether it breaks parity).
 
     The repair pass's rule (a hand alternates forehand and backhand; FOREHAND per colour; a
@@ -648,8 +660,10 @@ def parity_log(notes: Iterable[Note], bpm: float) -> list[tuple[float, bool]]:
     """
     last: dict[int, tuple[bool, float]] = {}  # colour -> (its previous swing was a forehand, its seconds)
     log = []
-    for swing in swings(notes):
-        color, seconds = swing[0].color, swing[0].beat * 60 / bpm
+    every = swings(notes)
+    starts = beat_seconds(np.array([swing[0].beat for swing in every]), bpm, events)  # [swings] seconds
+    for swing, seconds in zip(every, starts.tolist()):
+        color = swing[0].color
         arrows = [n.direction for n in swing if n.direction != DOT]
         forehand = arrows[0] in FOREHAND[color] if arrows else None
         previous = last.get(color)
@@ -662,12 +676,12 @@ def parity_log(notes: Iterable[Note], bpm: float) -> list[tuple[float, bool]]:
     return log
 
 
-def playability(notes: Iterable[Note], bpm: float) -> dict[str, float]:
+def playability(notes: Iterable[Note], bpm: float, events: Iterable[BpmEvent] = ()) -> dict[str, float]:
     """The repair pass's problems counted, not fixed: parity errors per swing (parity_log), cell
     collisions and notes whose direction disagrees with their stack."""
     notes = list(notes)
     _, repairs = repaired(notes)
-    log = parity_log(notes, bpm)
+    log = parity_log(notes, bpm, events)
     errors = sum(error for _, error in log)
     return {
         "swings": len(log),
@@ -698,10 +712,12 @@ def variety(notes: list[Note]) -> dict[str, float]:
     }
 
 
-def seams(notes: list[Note], bpm: float, chunk_beats: int, song_beats: float) -> dict[str, float]:
+def seams(
+    notes: list[Note], bpm: float, chunk_beats: int, song_beats: float, events: Iterable[BpmEvent] = ()
+) -> dict[str, float]:
     """Parity errors per swing and notes per beat within SEAM_BEATS of every multiple of chunk_beats
     (where independently decoded windows meet) beside the same figures elsewhere."""
-    log = parity_log(notes, bpm)
+    log = parity_log(notes, bpm, events)
     starts = np.arange(chunk_beats, song_beats, chunk_beats)
 
     def at_seam(beat: float) -> bool:  # within [seam - SEAM_BEATS, seam + SEAM_BEATS) of some seam
@@ -732,27 +748,30 @@ def scorecard(
     reference_bpm: float | None = None,
     tolerance: float = TOLERANCE,
     chunk_beats: int = 64,
+    events: list[BpmEvent] = (),
+    reference_events: list[BpmEvent] = (),
 ) -> dict:
     """One difficulty's quality figures (see the README's Quality section).
 
     notes: the difficulty's notes, beats at this bpm, beat 0 at the song's first sample.
     onsets: the song's audio onsets and length (for listening; the length also sets notes
     per second, else the last note's time does). reference: a map of the same song to compare
-    with, at reference_bpm (default bpm).
+    with, at reference_bpm (default bpm). events, reference_events: the maps' tempo changes
+    (maps.tempo_map), which time their beats where they have them.
     """
     notes = sorted(notes)
-    times = note_seconds(notes, bpm)
+    times = note_seconds(notes, bpm, events)
     duration = onsets.duration if onsets else (float(times[-1]) if len(times) else 0.0)
-    song_beats = duration * bpm / 60
+    song_beats = song_beats_at(duration, bpm, events)
     card: dict = {"notes": len(notes), "nps": len(notes) / duration if duration else 0.0}
     profile = rhythm_profile(notes)
     card |= {f"rhythm_{name}": float(share) for name, share in zip(RHYTHM_CLASSES, profile)}
     if onsets is not None:
-        card |= listening(times, onsets.seconds, bpm, tolerance)
-    card |= playability(notes, bpm) | variety(notes) | seams(notes, bpm, chunk_beats, song_beats)
+        card |= listening(times, onsets.seconds, bpm, tolerance, events)
+    card |= playability(notes, bpm, events) | variety(notes) | seams(notes, bpm, chunk_beats, song_beats, events)
     if reference is not None:
         reference_bpm = reference_bpm or bpm
-        reference_times = note_seconds(reference, reference_bpm)
+        reference_times = note_seconds(reference, reference_bpm, reference_events)
         card |= timing_scores(times, reference_times, tolerance)
         card["density_ratio"] = len(notes) / len(reference) if reference else 0.0
         profile_gap = np.abs(profile - rhythm_profile(reference)).sum() / 2
@@ -1135,6 +1154,8 @@ def score_level(args: argparse.Namespace) -> int:
             reference.bpm if reference else None,
             args.tolerance,
             args.chunk_beats,
+            tempo_map(level, ours[name]),
+            tempo_map(reference, ref) if ref else (),
         )
     for name, card in cards.items():
         if args.json:

@@ -25,9 +25,11 @@ from utils import (
     RIGHT_LASER_SPEED,
     RING_LIGHTS,
     TOOL,
+    Onsets,
     grid_fit,
     level_package,
     lightshow,
+    onset_seconds,
     parity_log,
     plain_notes,
     playability,
@@ -344,3 +346,18 @@ def test_preview_of_a_synthetic_level_and_bad_input(tmp_path):
         [sys.executable, str(ROOT / "utils.py"), "preview", str(tmp_path / "bad.zip")], capture_output=True, text=True
     )
     assert run.returncode == 2 and run.stderr.count("\n") == 1 and "bad.zip" in run.stderr
+
+
+def test_scorecard_times_a_changing_map_by_its_tempo_events():
+    from maps import read_level_file, tempo_map
+
+    files, level = synth_level(2, seed=7, bars=24, hard=True, tempo="step")
+    diff = next(d for d in level.difficulties if d.difficulty == "Expert")
+    samples = load_audio(read_level_file(files, "song.egg"), 22050)
+    onsets = Onsets(onset_seconds(samples, 22050), samples.size / 22050)
+    notes, events = plain_notes(diff), tempo_map(level, diff)
+    assert len(events) == 2  # the Info BPM from beat 0, then the step
+    timed = scorecard(notes, level.bpm, onsets, notes, events=events, reference_events=events)
+    one_bpm = scorecard(notes, level.bpm, onsets, notes, reference_events=events)
+    assert timed["timing_f1"] == 1.0 and one_bpm["timing_f1"] < 0.7  # after the step, one BPM drifts
+    assert timed["onset_share"] > 0.8 and timed["onset_share"] > one_bpm["onset_share"] + 0.2
