@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import infer  # noqa: E402
 import train  # noqa: E402
 from audio import create_audio_tokenizer  # noqa: E402
-from data import CODEBOOK_SIZE, MARKER_TICKS, NoteGrammar, chunk_markers, prompt_tokens  # noqa: E402
+from data import CODEBOOK_SIZE, EOS, MARKER_TICKS, PAD, NoteGrammar, chunk_markers, prompt_tokens  # noqa: E402
 from utils import SYNTH_BPMS, synth_level  # noqa: E402
 
 CHUNK_BEATS, BPM = 64, 120.0
@@ -105,6 +105,55 @@ def real_chunk(device: str, dtype: torch.dtype) -> tuple[float, float]:
     return timings[0], timings[1] - timings[0]
 
 
+@torch.inference_mode()
+def int8_agreement(model_dir: Path) -> dict:
+    """How closely --quantize int8 follows the exact model on one 64-beat window's prompt (greedy, under the
+    grammar): the share of the exact model's decisions that int8 makes the same when fed the exact output
+    (teacher-forced; also among the positions where the grammar leaves more than one token), and how many
+    tokens the two produce alike when each runs free."""
+    cpu = torch.device("cpu")
+    exact, info = infer.load_checkpoint(str(model_dir), cpu, "auto")
+    int8 = infer.quantized(infer.load_checkpoint(str(model_dir), cpu, "float32")[0])
+    frames = round(CHUNK_BEATS * 60 / BPM * 75)
+    codes = np.random.default_rng(0).integers(0, CODEBOOK_SIZE, (frames, 2))
+    prompt = torch.from_numpy(prompt_tokens(codes, "Expert", chunk_markers(0, CHUNK_BEATS, BPM, 75, frames)))[None]
+    length, budget = prompt.shape[1], infer.decode_budget(CHUNK_BEATS, 2.5)
+
+    def free_run(model) -> torch.Tensor:
+        grammar = NoteGrammar(length, [CHUNK_BEATS * 48], 2.5)
+        out = model.generate(
+            input_ids=prompt,
+            attention_mask=torch.ones_like(prompt),
+            logits_processor=[grammar],
+            max_new_tokens=budget,
+            do_sample=False,
+            eos_token_id=EOS,
+            pad_token_id=PAD,
+        )
+        return out[0, length:]
+
+    ours, theirs = free_run(exact), free_run(int8)
+    same = int((ours[: theirs.numel()] == theirs[: ours.numel()]).cumprod(0).sum())
+    sequence = torch.cat([prompt[0], ours])[None]  # [1, prompt + exact output]
+    decisions = ours.numel()
+    logits = [m(sequence, logits_to_keep=decisions + 1).logits[0, :-1].float() for m in (exact, int8)]
+    grammar, agree, choices, agree_choices = NoteGrammar(length, [CHUNK_BEATS * 48], 2.5), 0, 0, 0
+    for t in range(decisions):
+        allowed = torch.isfinite(grammar(sequence[:, : length + t], logits[0][t : t + 1].clone()))[0]
+        picks = [torch.where(allowed, x[t], -math.inf).argmax() for x in logits]
+        agree += int(picks[0] == picks[1])
+        if allowed.sum() > 1:
+            choices, agree_choices = choices + 1, agree_choices + int(picks[0] == picks[1])
+    return {
+        "decisions": decisions,
+        "agree": agree / decisions,
+        "choices": choices,
+        "agree_choices": agree_choices / max(choices, 1),
+        "same_prefix": same,
+        "int8_tokens": theirs.numel(),
+    }
+
+
 def matmul_peak(device: str, dtype: torch.dtype, size: int = 2048, seconds: float = 3.0) -> float | None:
     """GFLOP/s of repeated [size, size] @ [size, size] products in this dtype (int8: torch._int_mm into
     int32), the best of several timed rounds; None where this build has no such kernel on the device."""
@@ -162,6 +211,9 @@ def main() -> None:
     )
     parser.add_argument("--exact-only", action="store_true", help="no --quantize int8 row")
     parser.add_argument(
+        "--agreement", action="store_true", help="int8 against exact on one real-size window's prompt (~5 min)"
+    )
+    parser.add_argument(
         "--real-dtype",
         nargs="*",
         default=["bfloat16", "float32"],
@@ -205,6 +257,15 @@ def main() -> None:
                     )
                     what = f"Qwen3-0.6B {mode}, end to end"
                     rows.append((what, "cpu", f"{seconds:.0f} s song", r["total"] * 60 / seconds))
+        if args.agreement:
+            a = int8_agreement(checkpoint(tmp / "agree", train.QWEN3_06B, torch.bfloat16))
+            print(
+                f"int8 agreement: teacher-forced {a['agree']:.1%} of {a['decisions']} decisions "
+                f"({a['agree_choices']:.1%} of the {a['choices']} where the grammar allows more than one token); "
+                f"free-running, the first {a['same_prefix']} tokens alike (exact {a['decisions']}, "
+                f"int8 {a['int8_tokens']}); real-size random weights",
+                flush=True,
+            )
         if args.device == "cuda" and not args.skip_real:
             real = checkpoint(tmp / "real", train.QWEN3_06B, torch.bfloat16)
             song, seconds = song_file(tmp, 180)
