@@ -17,7 +17,7 @@ import os
 import sys
 import zipfile
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from itertools import groupby
 from pathlib import Path
 from typing import NamedTuple
@@ -562,14 +562,14 @@ SEAM_BEATS = 2  # notes this close to a multiple of chunk_beats sit at a window 
 CELLS = 12
 
 
-def song_beats_at(seconds: float, bpm: float, events: Iterable[BpmEvent] = ()) -> float:
+def song_beats_at(seconds: float, bpm: float, events: Sequence[BpmEvent] = ()) -> float:
     """Seconds after beat 0 -> the beat there, under the tempo events (beat_seconds inverted: it is
     piecewise linear and increasing, so its knots and one far point interpolate it exactly)."""
     knots = np.array(sorted({0.0, *(e.beat for e in events if e.beat > 0)}) + [1e9])  # [k] beats
     return float(np.interp(seconds, beat_seconds(knots, bpm, events), knots))
 
 
-def note_seconds(notes: Iterable[Note], bpm: float, events: Iterable[BpmEvent] = ()) -> np.ndarray:
+def note_seconds(notes: Iterable[Note], bpm: float, events: Sequence[BpmEvent] = ()) -> np.ndarray:
     """[distinct note times] float seconds, sorted: notes at one tick count once; beats timed at bpm,
     or under the tempo events (v3 bpmEvents) where the map has them."""
     ticks = np.unique(np.asarray(snap_ticks(n.beat for n in notes), dtype=np.int64))
@@ -626,7 +626,7 @@ def near_share(times: np.ndarray, onsets: np.ndarray, tolerance: float) -> float
 
 
 def listening(
-    times: np.ndarray, onsets: np.ndarray, bpm: float, tolerance: float = TOLERANCE, events: Iterable[BpmEvent] = ()
+    times: np.ndarray, onsets: np.ndarray, bpm: float, tolerance: float = TOLERANCE, events: Sequence[BpmEvent] = ()
 ) -> dict[str, float]:
     """How much more often note times sit on audio onsets than random placements would.
 
@@ -650,7 +650,7 @@ def density_curve(times: np.ndarray, bin_seconds: float, bins: int) -> np.ndarra
     return counts[:bins]
 
 
-def parity_log(notes: Iterable[Note], bpm: float, events: Iterable[BpmEvent] = ()) -> list[tuple[float, bool]]:
+def parity_log(notes: Iterable[Note], bpm: float, events: Sequence[BpmEvent] = ()) -> list[tuple[float, bool]]:
     """Per swing (see swings) in time order: (beat, whether it breaks parity).
 
     The repair pass's rule (a hand alternates forehand and backhand; FOREHAND per colour; a
@@ -676,7 +676,7 @@ def parity_log(notes: Iterable[Note], bpm: float, events: Iterable[BpmEvent] = (
     return log
 
 
-def playability(notes: Iterable[Note], bpm: float, events: Iterable[BpmEvent] = ()) -> dict[str, float]:
+def playability(notes: Iterable[Note], bpm: float, events: Sequence[BpmEvent] = ()) -> dict[str, float]:
     """The repair pass's problems counted, not fixed: parity errors per swing (parity_log), cell
     collisions and notes whose direction disagrees with their stack."""
     notes = list(notes)
@@ -713,7 +713,7 @@ def variety(notes: list[Note]) -> dict[str, float]:
 
 
 def seams(
-    notes: list[Note], bpm: float, chunk_beats: int, song_beats: float, events: Iterable[BpmEvent] = ()
+    notes: list[Note], bpm: float, chunk_beats: int, song_beats: float, events: Sequence[BpmEvent] = ()
 ) -> dict[str, float]:
     """Parity errors per swing and notes per beat within SEAM_BEATS of every multiple of chunk_beats
     (where independently decoded windows meet) beside the same figures elsewhere."""
@@ -748,8 +748,8 @@ def scorecard(
     reference_bpm: float | None = None,
     tolerance: float = TOLERANCE,
     chunk_beats: int = 64,
-    events: list[BpmEvent] = (),
-    reference_events: list[BpmEvent] = (),
+    events: Sequence[BpmEvent] = (),
+    reference_events: Sequence[BpmEvent] = (),
 ) -> dict:
     """One difficulty's quality figures (see the README's Quality section).
 

@@ -112,7 +112,7 @@ def int8_agreement(model_dir: Path) -> dict:
     (teacher-forced; also among the positions where the grammar leaves more than one token), and how many
     tokens the two produce alike when each runs free."""
     cpu = torch.device("cpu")
-    exact, info = infer.load_checkpoint(str(model_dir), cpu, "auto")
+    exact = infer.load_checkpoint(str(model_dir), cpu, "auto")[0]
     int8 = infer.quantized(infer.load_checkpoint(str(model_dir), cpu, "float32")[0])
     frames = round(CHUNK_BEATS * 60 / BPM * 75)
     codes = np.random.default_rng(0).integers(0, CODEBOOK_SIZE, (frames, 2))

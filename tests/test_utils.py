@@ -39,6 +39,7 @@ from utils import (
     scorecard,
     seams,
     snap_ticks,
+    song_beats_at,
     song_onsets,
     synth_level,
     timing_scores,
@@ -346,6 +347,16 @@ def test_preview_of_a_synthetic_level_and_bad_input(tmp_path):
         [sys.executable, str(ROOT / "utils.py"), "preview", str(tmp_path / "bad.zip")], capture_output=True, text=True
     )
     assert run.returncode == 2 and run.stderr.count("\n") == 1 and "bad.zip" in run.stderr
+
+
+def test_song_beats_at_inverts_beat_seconds_under_tempo_events():
+    from maps import BpmEvent, beat_seconds
+
+    events = [BpmEvent(0.0, 120.0), BpmEvent(8.0, 150.0), BpmEvent(20.0, 90.0)]
+    beats = np.array([0.0, 3.5, 8.0, 13.25, 20.0, 31.0])
+    seconds = beat_seconds(beats, 100.0, events)
+    assert [song_beats_at(t, 100.0, events) for t in seconds] == pytest.approx(beats)
+    assert song_beats_at(30.0, 120.0) == pytest.approx(60.0)  # no events: one tempo
 
 
 def test_scorecard_times_a_changing_map_by_its_tempo_events():
