@@ -533,7 +533,7 @@ def level_preview(level: Level, seconds: float = 30.0, difficulties: list[str] |
     rate = 22050
     samples = load_audio(read_level_file(level.path, level.song_filename), rate, f"{level.path}:{level.song_filename}")
     standard = [d for d in level.difficulties if d.characteristic == "Standard" and d.difficulty in chosen]
-    events = next((d.bpm_events for d in standard if d.bpm_events), level.bpm_regions)
+    events = tempo_map(level, next((d for d in standard if d.bpm_events), standard[0]))
     return preview_png(chosen, level.bpm, samples, rate, seconds, level.song_name, events)
 
 

@@ -76,16 +76,21 @@ def end_to_end(model_dir: Path, song: Path, device: str, *extra: str) -> float:
     return time.perf_counter() - start
 
 
+def window_prompt() -> torch.Tensor:
+    """[1, ~5,200] the Expert prompt of one CHUNK_BEATS window at BPM: random audio codes (75 frames/s,
+    2 codebooks) and the window's time markers."""
+    frames = round(CHUNK_BEATS * 60 / BPM * 75)
+    codes = np.random.default_rng(0).integers(0, CODEBOOK_SIZE, (frames, 2))  # [frames, 2]
+    return torch.from_numpy(prompt_tokens(codes, "Expert", chunk_markers(0, CHUNK_BEATS, BPM, 75, frames)))[None]
+
+
 @torch.inference_mode()
 def real_chunk(device: str, dtype: torch.dtype) -> tuple[float, float]:
     """(prefill seconds, decode seconds) of one 64-beat chunk with the real architecture."""
     from transformers import AutoModelForCausalLM, Qwen3Config
 
     model = AutoModelForCausalLM.from_config(Qwen3Config(**train.QWEN3_06B), dtype=dtype).to(device).eval()
-    frames = round(CHUNK_BEATS * 60 / BPM * 75)
-    codes = np.random.default_rng(0).integers(0, CODEBOOK_SIZE, (frames, 2))
-    markers = chunk_markers(0, CHUNK_BEATS, BPM, 75, frames)
-    prompt = torch.from_numpy(prompt_tokens(codes, "Expert", markers))[None].to(device)
+    prompt = window_prompt().to(device)
     timings = []
     for new_tokens in (1, NOTE_TOKENS):
         grammar = NoteGrammar(prompt.shape[1], [CHUNK_BEATS * 48])
@@ -114,9 +119,7 @@ def int8_agreement(model_dir: Path) -> dict:
     cpu = torch.device("cpu")
     exact = infer.load_checkpoint(str(model_dir), cpu, "auto")[0]
     int8 = infer.quantized(infer.load_checkpoint(str(model_dir), cpu, "float32")[0])
-    frames = round(CHUNK_BEATS * 60 / BPM * 75)
-    codes = np.random.default_rng(0).integers(0, CODEBOOK_SIZE, (frames, 2))
-    prompt = torch.from_numpy(prompt_tokens(codes, "Expert", chunk_markers(0, CHUNK_BEATS, BPM, 75, frames)))[None]
+    prompt = window_prompt()
     length, budget = prompt.shape[1], infer.decode_budget(CHUNK_BEATS, 2.5)
 
     def free_run(model) -> torch.Tensor:
