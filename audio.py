@@ -520,10 +520,19 @@ def _segment_fit(x: np.ndarray, y: np.ndarray, penalty: float) -> np.ndarray:
 def beat_curve(beats: np.ndarray) -> np.ndarray:
     """beats: [n] tracked beat times (seconds, ascending, some missed or doubled) -> [m] seconds of
     every beat at the tracker's level, fitted by tempo regions: straight lines (one tempo each) joined
-    where the tempo steps, and short ones where it ramps."""
+    where the tempo steps, and short ones where it ramps. Where the tracker ran at half or double its
+    usual tempo for a while (its local period more than sqrt 2 off its median), that stretch is taken at
+    the usual level too: a tempo change is one level throughout, as mappers write it."""
     gaps = np.diff(beats)  # [n - 1]
     local = np.array([np.median(gaps[max(0, i - 4) : i + 5]) for i in range(gaps.size)])  # local period
-    index = np.r_[0, np.cumsum(np.maximum(1, np.round(gaps / local)))].astype(np.float64)  # [n] beat numbers
+    period = local / 2.0 ** np.round(np.log2(local / np.median(gaps)))  # [n - 1] at the usual level
+    kept = [0]  # a double-tempo stretch keeps every other beat; a half-tempo one misses every other
+    for k in range(1, beats.size):
+        if beats[k] - beats[kept[-1]] >= 0.75 * period[k - 1]:
+            kept.append(k)
+    beats, period = beats[kept], period[np.array(kept[1:], dtype=np.int64) - 1]
+    gaps = np.diff(beats)  # [m - 1]
+    index = np.r_[0, np.cumsum(np.maximum(1, np.round(gaps / period)))].astype(np.float64)  # [m] beat numbers
     # tracker jitter from second differences of beat times (std = jitter * sqrt(6) on a steady grid)
     second = np.diff(gaps / np.diff(index))
     jitter = max(1.4826 * float(np.median(np.abs(second - np.median(second)))) / math.sqrt(6), 0.002)
@@ -701,7 +710,7 @@ def estimate_tempo(samples: np.ndarray, sample_rate: int, tracker: str | None = 
     tempo = Tempo(best.bpm, first_beat, min(margin / CLEAR_MARGIN, share, 1.0), tracker, tuple(candidates), None, share)
     change = (
         None
-        if share >= STEADY_SHARE or beats.size < 2 * SEGMENT_BEATS
+        if (share >= STEADY_SHARE and not tempo.doubtful) or beats.size < 2 * SEGMENT_BEATS
         else _tempo_change(envelope, beats, grid, duration)
     )
     if change is None or change[1] < share:

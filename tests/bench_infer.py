@@ -85,11 +85,10 @@ def window_prompt() -> torch.Tensor:
 
 
 @torch.inference_mode()
-def real_chunk(device: str, dtype: torch.dtype) -> tuple[float, float]:
-    """(prefill seconds, decode seconds) of one 64-beat chunk with the real architecture."""
-    from transformers import AutoModelForCausalLM, Qwen3Config
-
-    model = AutoModelForCausalLM.from_config(Qwen3Config(**train.QWEN3_06B), dtype=dtype).to(device).eval()
+def real_chunk(model_dir: Path, device: str, dtype: str) -> tuple[float, float]:
+    """(prefill seconds, decode seconds) of one 64-beat chunk with the real architecture, loaded and decoded
+    as infer.py does (LM head cut to the token space, grouped decode attention, static cache)."""
+    model = infer.load_checkpoint(str(model_dir), torch.device(device), dtype)[0]
     prompt = window_prompt().to(device)
     timings = []
     for new_tokens in (1, NOTE_TOKENS):
@@ -103,6 +102,7 @@ def real_chunk(device: str, dtype: torch.dtype) -> tuple[float, float]:
             min_new_tokens=new_tokens,
             do_sample=False,
             pad_token_id=0,
+            cache_implementation="static",
         )
         if device == "cuda":
             torch.cuda.synchronize()
@@ -237,17 +237,17 @@ def main() -> None:
         end_to_end(tiny, song, "cpu")  # warm: imports, codec
         took = end_to_end(tiny, song, "cpu")
         rows.append(("tiny Qwen3, end to end", "cpu", f"{seconds:.0f} s song", took * 60 / seconds))
+        # bf16 weights, as train.py writes them on a GPU: infer.py's auto dtype then runs bf16 on CPUs with
+        # native bf16 (else float32); int8 quantizes the float32 upcast
+        real = None if args.skip_real else checkpoint(tmp / "real", train.QWEN3_06B, torch.bfloat16)
         for dtype in [] if args.skip_real else args.real_dtype:
-            prefill, decode = real_chunk(args.device, getattr(torch, dtype))
+            prefill, decode = real_chunk(real, args.device, dtype)
             chunk_seconds = CHUNK_BEATS * 60 / BPM
             per_minute = (prefill + decode) * 60 / chunk_seconds
             what = f"Qwen3-0.6B {dtype}, 1 chunk (prefill {prefill:.1f} s, decode {decode:.1f} s)"
             rows.append((what, args.device, f"x{60 / chunk_seconds:.2f}", per_minute))
             print(f"{dtype}: a 3-minute song at this rate takes {per_minute * 3:.0f} s")
         if args.device == "cpu" and not args.skip_real and args.song_minutes:
-            # bf16 weights, as train.py writes them on a GPU: infer.py's auto dtype then runs bf16 on CPUs with
-            # native bf16 (else float32); int8 quantizes the float32 upcast
-            real = checkpoint(tmp / "real", train.QWEN3_06B, torch.bfloat16)
             for i, minutes in enumerate(args.song_minutes):
                 song, seconds = song_file(tmp, minutes * 60)
                 for mode in ["exact", "int8"] if i == 0 and not args.exact_only else ["exact"]:
@@ -270,7 +270,6 @@ def main() -> None:
                 flush=True,
             )
         if args.device == "cuda" and not args.skip_real:
-            real = checkpoint(tmp / "real", train.QWEN3_06B, torch.bfloat16)
             song, seconds = song_file(tmp, 180)
             end_to_end(real, song, "cuda")
             took = end_to_end(real, song, "cuda")

@@ -166,6 +166,22 @@ def test_beat_curve_follows_a_step_and_a_ramp_through_jitter_and_missed_beats():
     assert np.abs(curve - truth).max() < 0.03 and np.median(np.abs(curve - truth)) < 0.008
 
 
+def test_beat_curve_keeps_one_metrical_level_where_the_tracker_switches_octave():
+    from audio import beat_curve
+
+    rng = np.random.default_rng(1)
+    # truth: 100 beats at 160 BPM, a step to 130 BPM, 140 beats
+    truth = 0.5 + np.r_[0, np.cumsum(np.r_[np.full(100, 60 / 160), np.full(140, 60 / 130)])]  # [241] seconds
+    # the tracker: every other beat (half tempo) before the step, every beat after it, but every beat and
+    # off-beat (double tempo) over 30 beats near the end
+    doubled = truth[200:231]
+    doubled = np.sort(np.r_[doubled, (doubled[:-1] + doubled[1:]) / 2])
+    tracked = np.r_[truth[:100:2], truth[100:200], doubled, truth[231:]]
+    curve = beat_curve(tracked + rng.normal(0, 0.006, tracked.size))
+    assert curve.size == truth.size
+    assert np.abs(curve - truth).max() < 0.03
+
+
 def test_tempo_candidates_hold_metrical_relatives_and_the_best_is_the_tempo():
     from audio import ONSET_RATE, TEMPO_RANGE, _onset_envelope, tempo_candidates
     from utils import synth_level
