@@ -301,6 +301,7 @@ REGION_RELATIVES = (3 / 2, 2 / 3, 4 / 3, 3 / 4)  # a tracker's region may be off
 REGION_GAIN = 1.5  # ... when a relative folds this much sharper than the tracker's tempo
 REGION_SPAN, REGION_STEPS = 0.01, 41  # a region's tempo refined within +-1% ...
 REGION_FINE_SPAN, REGION_FINE_STEPS = 0.001, 21  # ... then within +-0.1%
+GRID_REACH = 2  # envelope frames (12 ms): a region's grid beat is judged by the onset peak this close
 
 
 class Candidate(NamedTuple):
@@ -628,8 +629,11 @@ def _region_grid(envelope: np.ndarray, start: float, end: float, bpm: float) -> 
     return tempo, max(start, 0.0) + _first_beat(part, tempo)
 
 
-def _onset_strength(envelope: np.ndarray, times: np.ndarray) -> float:
-    """Mean envelope at the frames of these beats (0 without any in the song)."""
+def _onset_strength(envelope: np.ndarray, times: np.ndarray, reach: int = 0) -> float:
+    """Mean envelope at the frames of these beats, each the strongest within `reach` frames of it (0
+    without any in the song)."""
+    if reach:
+        envelope = np.max([np.roll(envelope, shift) for shift in range(-reach, reach + 1)], axis=0)
     frames = np.round(times * ENVELOPE_RATE).astype(np.int64)
     frames = frames[(frames >= 0) & (frames < envelope.size)]
     return float(envelope[frames].mean()) if frames.size else 0.0
@@ -654,7 +658,8 @@ def _region_beats(envelope: np.ndarray, times: np.ndarray, duration: float) -> n
         grid = beat + period * np.arange(math.floor((start - beat) / period), math.ceil((end - beat) / period) + 1)
         grid = grid[(grid >= start) & (grid < end)]
         within = own[(own >= start) & (own < end)]
-        pieces.append(grid if _onset_strength(envelope, grid) >= _onset_strength(envelope, within) else own)
+        stronger = _onset_strength(envelope, grid, GRID_REACH) >= _onset_strength(envelope, within, GRID_REACH)
+        pieces.append(grid if stronger else own)
     beats = np.sort(np.concatenate([*pieces, times[-1:]]))
     # where two pieces meet, a beat closer than half the local period to the one before is the same beat
     period = np.interp(beats, times[:-1], np.diff(times))

@@ -182,6 +182,25 @@ def test_beat_curve_keeps_one_metrical_level_where_the_tracker_switches_octave()
     assert np.abs(curve - truth).max() < 0.03
 
 
+def test_region_beats_bring_a_stretch_off_the_beat_back_to_the_grid_of_onsets_that_wander():
+    from audio import ENVELOPE_RATE, _region_beats
+
+    rng = np.random.default_rng(2)
+    period = 0.5 * ENVELOPE_RATE  # 120 BPM, in envelope frames
+    beats = 40 + period * np.arange(100)  # [100] frames of the true beats
+    onsets = np.round(beats).astype(int) + rng.integers(0, 2, beats.size)  # some played a frame (6 ms) late
+    envelope = np.zeros(round(beats[-1] + 2 * period))
+    for frames, peak in ((np.round(beats[:-1] + period / 2).astype(int), 6.0), (onsets, 10.0)):  # off-beat bass, weaker
+        for shift, height in ((-1, peak / 2), (1, peak / 2), (0, peak)):  # onset peaks 3 frames wide
+            envelope[frames + shift] = height
+    # a tracker on the off-beat for 20 beats, then on the onsets themselves
+    tracked = np.r_[beats[:20] + period / 2, onsets[21:]] / ENVELOPE_RATE
+    times = _region_beats(envelope, tracked, envelope.size / ENVELOPE_RATE)
+    error = (times[:, None] - beats[None, :] / ENVELOPE_RATE) / 0.5  # [estimated, true] in beats
+    nearest = np.abs(error).min(axis=0)  # [100] each true beat's distance to the nearest estimated one
+    assert (nearest <= 1 / 8).all(), np.flatnonzero(nearest > 1 / 8)
+
+
 def test_tempo_candidates_hold_metrical_relatives_and_the_best_is_the_tempo():
     from audio import ONSET_RATE, TEMPO_RANGE, _onset_envelope, tempo_candidates
     from utils import synth_level
