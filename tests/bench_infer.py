@@ -4,7 +4,7 @@
     python tests/bench_infer.py --real-dtype --song-minutes 20 --exact-only   # only the 20-minute row
 
 Rows: the tiny model end to end through infer.py (CPU, untrained, temperature 1 so it
-writes notes); the real Qwen3-0.6B architecture (random init, bf16) decoding one
+writes notes); the real Qwen3-0.6B architecture (random init, loaded as infer.py loads it) decoding one
 64-beat chunk (120 BPM: 32 s of audio, ~5,200 prompt tokens with the time markers, and
 544 note tokens: the 384 grid ticks token space v4 walks plus 160 note types, an Expert
 density), extrapolated to a minute and to a 3-minute song; with --device cuda,
