@@ -520,7 +520,7 @@ def _segment_fit(x: np.ndarray, y: np.ndarray, penalty: float) -> np.ndarray:
 
 def beat_curve(beats: np.ndarray) -> np.ndarray:
     """beats: [n] tracked beat times (seconds, ascending, some missed or doubled) -> [m] seconds of
-    every beat at the tracker's level, fitted by tempo regions: straight lines (one tempo each) joined
+    every beat at the tracker's usual level, fitted by tempo regions: straight lines (one tempo each) joined
     where the tempo steps, and short ones where it ramps. Where the tracker ran at half or double its
     usual tempo for a while (its local period more than sqrt 2 off its median), that stretch is taken at
     the usual level too: a tempo change is one level throughout, as mappers write it."""
@@ -696,8 +696,9 @@ def estimate_tempo(samples: np.ndarray, sample_rate: int, tracker: str | None = 
     metrical relatives; each is refined by folding the whole song's onsets (a 1% error drifts a
     64-beat window by most of a beat, a fold's peak blurs at any error) and scored by its fold's
     sharpness and a prior over the tempi mappers choose. The first beat is the fold's peak phase.
-    When the onsets leave the best single grid (steady_share below STEADY_SHARE) and the tracker's
-    beats, fitted by tempo regions, follow them better, the tempo changes: `beats` holds them.
+    When the onsets leave the best single grid (steady_share below STEADY_SHARE), or that grid is
+    doubtful, and the tracker's beats, fitted by tempo regions, follow them better, the tempo
+    changes: `beats` holds them.
     """
     tracker = tracker or available_tracker()
     onset_audio = _resampled(samples, sample_rate, ONSET_RATE)  # [n * ONSET_RATE / sample_rate] mono
