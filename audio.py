@@ -741,7 +741,8 @@ def _tempo_change(
     duration: the song's seconds -> (seconds of every beat, their steady share, confidence) when the
     song's tempo changes, else None. The tracker's beats are fitted by tempo regions (beat_curve), each
     long region refolded on the onsets (_region_beats) and moved onto them beat by beat where that fits
-    better, at the metrical level that scores best (_level_score), and accepted only when the onsets
+    better, at the metrical level that scores best (_level_score), its long regions refolded once more
+    where that fits better, and accepted only when the onsets
     hit them clearly better than the single grid. Confidence: the level's lead and the steady share
     against STEADY_SHARE."""
     curve = beat_curve(beats)  # [m] at the tracker's level
@@ -757,6 +758,11 @@ def _tempo_change(
     levels.sort(key=lambda level: -level[0])
     _, times, hits, grid_hits = levels[0]
     level_margin = levels[0][0] - levels[1][0]
+    # the chosen level's long stretches refolded once more, where the refinement left one off the beat
+    again = _region_beats(envelope, times, duration)
+    again_hits = _hits(envelope, again, grid)[0]
+    if again_hits >= hits:
+        times, hits = again, again_hits
     curve_share = steady_share(envelope, times)
     tempi = 60 / np.diff(times)  # [beats - 1] BPM of every beat
     changes = np.percentile(tempi, 95) / np.percentile(tempi, 5) > 1 + CHANGE_SHARE
