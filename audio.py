@@ -629,14 +629,16 @@ def _region_grid(envelope: np.ndarray, start: float, end: float, bpm: float) -> 
     return tempo, max(start, 0.0) + _first_beat(part, tempo)
 
 
-def _onset_strength(envelope: np.ndarray, times: np.ndarray, reach: int = 0) -> float:
-    """Mean envelope at the frames of these beats, each the strongest within `reach` frames of it (0
-    without any in the song)."""
-    if reach:
-        envelope = np.max([np.roll(envelope, shift) for shift in range(-reach, reach + 1)], axis=0)
+def _onset_strength(envelope: np.ndarray, times: np.ndarray) -> float:
+    """Mean envelope at the frames of these beats (0 without any in the song)."""
     frames = np.round(times * ENVELOPE_RATE).astype(np.int64)
     frames = frames[(frames >= 0) & (frames < envelope.size)]
     return float(envelope[frames].mean()) if frames.size else 0.0
+
+
+def _onset_peaks(envelope: np.ndarray, reach: int) -> np.ndarray:
+    """[frames] the envelope's strongest value within `reach` frames of each frame."""
+    return np.max([np.roll(envelope, shift) for shift in range(-reach, reach + 1)], axis=0)
 
 
 def _region_beats(envelope: np.ndarray, times: np.ndarray, duration: float) -> np.ndarray:
@@ -645,6 +647,7 @@ def _region_beats(envelope: np.ndarray, times: np.ndarray, duration: float) -> n
     beats hit stronger onsets: a tracker that slipped onto the off-beat, or onto a dotted pulse, for
     part of a region comes back, since the whole region decides. Short runs (ramps, the beats around
     a step) keep the tracker's beats; the first and last grids reach the song's ends."""
+    peaks = _onset_peaks(envelope, GRID_REACH)  # [frames]
     pieces = []
     for i, j in _tempo_runs(times):
         own = times[i:j]
@@ -658,8 +661,7 @@ def _region_beats(envelope: np.ndarray, times: np.ndarray, duration: float) -> n
         grid = beat + period * np.arange(math.floor((start - beat) / period), math.ceil((end - beat) / period) + 1)
         grid = grid[(grid >= start) & (grid < end)]
         within = own[(own >= start) & (own < end)]
-        stronger = _onset_strength(envelope, grid, GRID_REACH) >= _onset_strength(envelope, within, GRID_REACH)
-        pieces.append(grid if stronger else own)
+        pieces.append(grid if _onset_strength(peaks, grid) >= _onset_strength(peaks, within) else own)
     beats = np.sort(np.concatenate([*pieces, times[-1:]]))
     # where two pieces meet, a beat closer than half the local period to the one before is the same beat
     period = np.interp(beats, times[:-1], np.diff(times))

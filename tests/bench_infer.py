@@ -84,6 +84,17 @@ def window_prompt() -> torch.Tensor:
     return torch.from_numpy(prompt_tokens(codes, "Expert", chunk_markers(0, CHUNK_BEATS, BPM, 75, frames)))[None]
 
 
+def greedy(model, prompt: torch.Tensor, grammar: NoteGrammar, **options) -> torch.Tensor:
+    """prompt: [1, length] one window's prompt -> [1, length + generated] greedy decoding under the grammar."""
+    return model.generate(
+        input_ids=prompt,
+        attention_mask=torch.ones_like(prompt),
+        logits_processor=[grammar],
+        do_sample=False,
+        **options,
+    )
+
+
 @torch.inference_mode()
 def real_chunk(model_dir: Path, device: str, dtype: str) -> tuple[float, float]:
     """(prefill seconds, decode seconds) of one 64-beat chunk with the real architecture, loaded and decoded
@@ -94,13 +105,12 @@ def real_chunk(model_dir: Path, device: str, dtype: str) -> tuple[float, float]:
     for new_tokens in (1, NOTE_TOKENS):
         grammar = NoteGrammar(prompt.shape[1], [CHUNK_BEATS * 48])
         start = time.perf_counter()
-        model.generate(
-            input_ids=prompt,
-            attention_mask=torch.ones_like(prompt),
-            logits_processor=[grammar],
+        greedy(
+            model,
+            prompt,
+            grammar,
             max_new_tokens=new_tokens,
             min_new_tokens=new_tokens,
-            do_sample=False,
             pad_token_id=0,
             cache_implementation="static",
         )
@@ -124,16 +134,7 @@ def int8_agreement(model_dir: Path) -> dict:
 
     def free_run(model) -> torch.Tensor:
         grammar = NoteGrammar(length, [CHUNK_BEATS * 48], 2.5)
-        out = model.generate(
-            input_ids=prompt,
-            attention_mask=torch.ones_like(prompt),
-            logits_processor=[grammar],
-            max_new_tokens=budget,
-            do_sample=False,
-            eos_token_id=EOS,
-            pad_token_id=PAD,
-        )
-        return out[0, length:]
+        return greedy(model, prompt, grammar, max_new_tokens=budget, eos_token_id=EOS, pad_token_id=PAD)[0, length:]
 
     ours, theirs = free_run(exact), free_run(int8)
     same = int((ours[: theirs.numel()] == theirs[: ours.numel()]).cumprod(0).sum())
