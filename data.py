@@ -14,7 +14,7 @@ import math
 import os
 import re
 import sys
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
@@ -41,6 +41,9 @@ CODEBOOKS = 2  # Encodec 24 kHz at 1.5 kbps
 CODEBOOK_SIZE = 1024
 SPECIALS = ("BOS", "EOS", "PAD", "AUDIO_START", "AUDIO_END", "NOTES_START")
 DIFFICULTIES = tuple(DIFFICULTY_RANKS)  # Easy .. ExpertPlus
+# the grammar's default cap on notes in any one-beat span, by difficulty: about the 99th percentile of the
+# busiest beats in the human fixture maps (Expert 4-5, ExpertPlus 5-8), so only bursts beyond them are cut
+PEAK_NOTES_PER_BEAT = {"Easy": 3, "Normal": 3, "Hard": 4, "Expert": 5, "ExpertPlus": 6}
 
 
 class TokenRange(NamedTuple):
@@ -275,22 +278,26 @@ class NoteGrammar:
     time token or a note type: a note type allowed at this tick, or a later time token up to the next
     grid tick (off-grid ticks between are allowed, skipping a grid tick is not), or EOS once the grid is
     walked. At one tick, note types increase, no cell is used twice, and notes of one colour share a
-    direction or are dots. With max_notes_per_beat, a row that has written that many notes per beat of
-    its chunk writes no more (it only walks the rest of its grid). Never the reserved direction, never
+    direction or are dots. With max_notes_per_beat (one cap, or one per row), no span of one beat holds
+    more than that many notes (rounded down): at a tick t, a row whose notes in (t - PPQ, t] already
+    number the cap writes no note there, so no burst can spend a window's notes. Never the reserved
+    direction, never
     an id outside the token space. One instance serves one generate() call over a batch of prompts of
     one (left-padded) length.
     """
 
-    def __init__(self, prompt_length: int, chunk_ticks: Sequence[int], max_notes_per_beat: float | None = None):
+    def __init__(
+        self,
+        prompt_length: int,
+        chunk_ticks: Sequence[int],
+        max_notes_per_beat: float | Sequence[float] | None = None,
+    ):
         self.prompt_length = prompt_length
         self.chunk_ticks = list(chunk_ticks)  # per row: ticks in its chunk (fewer for a song's last chunk)
-        # per row: how many notes it may write
-        self.max_notes = [
-            math.inf if max_notes_per_beat is None else math.floor(max_notes_per_beat * ticks / PPQ)
-            for ticks in self.chunk_ticks
-        ]
-        self.notes = [0] * len(self.chunk_ticks)
         rows = len(self.chunk_ticks)
+        caps = max_notes_per_beat if isinstance(max_notes_per_beat, Sequence) else [max_notes_per_beat] * rows
+        self.beat_cap = [math.inf if cap is None else math.floor(cap) for cap in caps]  # per row: notes per beat
+        self.recent: list[deque[int]] = [deque() for _ in range(rows)]  # per row: ticks of its notes in the last beat
         self.grid: list[np.ndarray] = []  # per row: its prompt's marker ticks, sorted (read at the first call)
         self.tick = [-1] * rows  # per row: tick of the latest time token, -1 before the first
         self.stack: list[list[int]] = [[] for _ in range(rows)]  # per row: note offsets written at that tick
@@ -304,7 +311,14 @@ class NoteGrammar:
             self.tick[row] = token_tick(token)
         elif token in NOTE:
             self.stack[row].append(token - NOTE.start)
-            self.notes[row] += 1
+            self.recent[row].append(self.tick[row])
+
+    def _room(self, row: int) -> bool:
+        """Whether the span of one beat that ends at this row's tick holds fewer notes than its cap."""
+        recent, tick = self.recent[row], self.tick[row]
+        while recent and recent[0] <= tick - PPQ:
+            recent.popleft()
+        return len(recent) < self.beat_cap[row]
 
     def _note_types(self, row: int) -> np.ndarray:
         """[240] bool: the note types allowed next at this row's tick."""
@@ -334,7 +348,7 @@ class NoteGrammar:
                 allowed[row, EOS] = True
                 continue
             tick, grid = self.tick[row], self.grid[row]
-            if tick >= 0 and self.notes[row] < self.max_notes[row]:
+            if tick >= 0 and self._room(row):
                 allowed[row, NOTE.start : NOTE.stop] = self._note_types(row)
             later = grid[grid > tick]  # grid ticks still to write
             last = min(int(later[0]), chunk_ticks - 1) if len(later) else chunk_ticks - 1

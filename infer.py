@@ -41,6 +41,7 @@ from data import (
     EOS,
     MARKER_TICKS,
     PAD,
+    PEAK_NOTES_PER_BEAT,
     PPQ,
     TOKEN_SPACE_VERSION,
     VOCAB_SIZE,
@@ -52,7 +53,7 @@ from data import (
     generated_notes,
     prompt_tokens,
 )
-from maps import BpmEvent, Note, atomic_file
+from maps import BpmEvent, HelpFormatter, Note, atomic_file
 from utils import (
     LIGHT_MODES,
     OUTPUT_RATE,
@@ -69,7 +70,6 @@ EXIT_USAGE = 2
 MIN_SONG_SECONDS = 5.0
 DEFAULT_DIFFICULTIES = ("Expert",)
 DEFAULT_TEMPERATURE, DEFAULT_TOP_P = 0.8, 0.95
-MAX_NOTES_PER_BEAT = 8.0  # default cap: far above human maps' density (an Expert is ~2.5 notes per beat)
 DECODE_ATTENTION = "sdpa_grouped_decode"  # see grouped_decode_attention
 MEMORY_SHARE = 0.6  # of the free RAM (or GPU memory) that a batch's KV caches and activations may take
 
@@ -78,10 +78,10 @@ class UsageError(Exception):
     """One line for the user; exit status 2."""
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Map a song: write a Beat Saber level (Info.dat, difficulties, song.egg, cover.jpg).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("song", metavar="SONG", help="audio file: .ogg/.egg, .wav, .flac, .mp3 ...")
     parser.add_argument("--model", default="output", help="checkpoint dir written by train.py")
@@ -121,7 +121,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=16,
         help="at most this many windows decoded together; fewer where their KV caches would not fit in "
-        f"{MEMORY_SHARE:.0%} of the free memory",
+        f"{MEMORY_SHARE * 100:.0f}%% of the free memory (RAM, or GPU memory)",
     )
     parser.add_argument(
         "--quantize",
@@ -132,8 +132,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--max-notes-per-beat",
         type=_positive,
-        default=MAX_NOTES_PER_BEAT,
-        help="a window writes at most this many notes per beat (caps density; 2.5 is an Expert's)",
+        help="no span of one beat holds more notes than this (rounded down), in every difficulty; default by "
+        "difficulty, about human maps' busiest beats: "
+        + ", ".join(f"{name} {cap}" for name, cap in PEAK_NOTES_PER_BEAT.items()),
     )
     parser.add_argument(
         "--lights",
@@ -147,7 +148,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cover", help="cover image (jpg/png); default: a generated one")
     parser.add_argument("--song-name", help="default: the file's title tag, else its name")
     parser.add_argument("--song-author", help="default: the file's artist tag")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def _positive(text: str) -> float:
@@ -423,7 +428,7 @@ def level_notes(
     difficulties: list[str],
     batch_size: int,
     sampling: dict,
-    max_notes_per_beat: float = MAX_NOTES_PER_BEAT,
+    max_notes_per_beat: float | None = None,
     beat_times: np.ndarray | None = None,
 ) -> tuple[dict[str, list[Note]], dict[str, float]]:
     """codes: [frames, 2] of the whole (padded) song, beat 0 at frame 0; silence: [2], the codec's silent
@@ -446,7 +451,7 @@ def level_notes(
             window, markers = warped_window(codes, silence, beat_times, start, chunk_beats, frame_rate)
         rows += [(name, start, chunk_beats * PPQ, prompt_tokens(window, name, markers)) for name in difficulties]
     rows.sort(key=lambda row: len(row[3]))  # similar lengths share a batch: little padding
-    steps = decode_budget(chunk_beats, max_notes_per_beat)
+    steps = decode_budget(chunk_beats, max(beat_caps(difficulties, max_notes_per_beat)))
     memory = MEMORY_SHARE * free_bytes(model.device)
 
     def fits(count: int, longest: int) -> bool:
@@ -508,15 +513,20 @@ def tempo_events(beat_times: np.ndarray, tolerance: float = 1e-4) -> list[BpmEve
     return [BpmEvent(e.beat, round(e.bpm, 4)) for e in events]
 
 
+def beat_caps(difficulties: list[str], max_notes_per_beat: float | None = None) -> list[float]:
+    """Each difficulty's cap on notes in one beat: the one given, else its default."""
+    return [max_notes_per_beat or PEAK_NOTES_PER_BEAT[name] for name in difficulties]
+
+
 def decode_budget(chunk_beats: int, max_notes_per_beat: float) -> int:
     """Tokens a window decodes at most: the grid's time tokens, a type and at most one more time token per
     note, and EOS."""
-    return math.ceil((len(MARKER_TICKS) + 2 * max_notes_per_beat) * chunk_beats) + 1
+    return math.ceil((len(MARKER_TICKS) + 2 * math.floor(max_notes_per_beat)) * chunk_beats) + 1
 
 
 @torch.inference_mode()
 def decode(
-    model, batch: list, chunk_beats: int, info: dict, sampling: dict, max_notes_per_beat: float = MAX_NOTES_PER_BEAT
+    model, batch: list, chunk_beats: int, info: dict, sampling: dict, max_notes_per_beat: float | None = None
 ) -> list[list[tuple]]:
     """Prefill a batch of prompts (left-padded) and decode each under the grammar -> chunk notes per row."""
     length = max(len(row[3]) for row in batch)
@@ -526,8 +536,9 @@ def decode(
     for r, (_, _, _, prompt) in enumerate(batch):
         input_ids[r, length - len(prompt) :] = torch.from_numpy(prompt)
         attention_mask[r, length - len(prompt) :] = 1
-    budget = min(decode_budget(chunk_beats, max_notes_per_beat), info.get("max_seq_length", 1 << 30) - length)
-    grammar = NoteGrammar(length, [row[2] for row in batch], max_notes_per_beat)
+    caps = beat_caps([row[0] for row in batch], max_notes_per_beat)  # per row: notes in one beat
+    budget = min(decode_budget(chunk_beats, max(caps)), info.get("max_seq_length", 1 << 30) - length)
+    grammar = NoteGrammar(length, [row[2] for row in batch], caps)
     output = model.generate(
         input_ids=input_ids.to(model.device),
         attention_mask=attention_mask.to(model.device),

@@ -49,6 +49,7 @@ MAX_OFF_GRID_SHARE = 0.1  # above this share of unplayable notes the map is a Ma
 MAX_MEMBER_BYTES = 512 << 20  # a level zip member unpacking to more is refused (zip bomb)
 T = TypeVar("T")
 GZIP_MAGIC = b"\x1f\x8b"
+NEW_FILE_MODE = 0o666  # before the umask, as open() creates a file
 UTF8_BOM = b"\xef\xbb\xbf"
 
 
@@ -167,6 +168,27 @@ def on_grid(note: Note) -> bool:
 # ---------------------------------------------------------------- reading files
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """--help as every entry point writes it: each flag's default once, after its help, unless the help
+    already states it or there is none to state."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        unstated = default is None or default is False or default is argparse.SUPPRESS
+        if not action.option_strings or "default" in text.lower() or unstated:
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it and restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_file(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[BinaryIO]:
     """A binary file to write that appears at path only when the block completes.
@@ -177,6 +199,7 @@ def atomic_file(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Binar
     path = Path(path)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     try:
+        os.fchmod(fd, NEW_FILE_MODE & ~current_umask())  # mkstemp's 0600 -> what open() would give (0644)
         with os.fdopen(fd, "wb") as out:
             yield out
         os.replace(temp, path)
@@ -1021,16 +1044,21 @@ def _table_rows(summary: dict) -> list[list[str]]:
     return rows or [head + ["(no difficulties)", "-", "-", "-", "-", "-", "no"]]
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Read Beat Saber levels (zips or folders; v2/v3/v4) and report their "
         "difficulties, note counts and whether each can be used for training.",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "paths", nargs="+", metavar="PATH", help="a level .zip, a level folder, or a folder searched recursively"
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per level per line instead of a table")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     header = ["path", "bpm", "difficulty", "schema", "notes", "bombs", "arcs", "chains", "trainable"]
     rows, read_any = [], False

@@ -25,7 +25,7 @@ from pathlib import Path
 import requests
 from tqdm import tqdm
 
-from maps import atomic_file, judge_level
+from maps import HelpFormatter, atomic_file, judge_level
 
 USER_AGENT = "beatsaber-automapper-scraper/1.0 (training-data collector; honours --rate and Retry-After)"
 MANIFEST = "manifest.jsonl"
@@ -402,11 +402,11 @@ def _date(text: str) -> datetime | None:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Collect human-made Beat Saber maps from BeatSaver for training. Every map considered is "
         "recorded in OUT/manifest.jsonl; re-running resumes without re-downloading or re-judging anything.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--out", default="data/maps", help="folder for <id>.zip files and manifest.jsonl")
     p.add_argument("--count", type=int, default=1000, help="stop once this many maps are ok in OUT")
@@ -429,6 +429,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "that now fail, and record the changes in the manifest",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = build_parser()
     args = p.parse_args(argv)
     if args.rate <= 0 or args.workers < 1 or args.count < 0:
         p.error("--rate must be > 0, --workers >= 1 and --count >= 0")

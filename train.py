@@ -65,7 +65,7 @@ from data import (  # noqa: E402
     build_tokenizer,
     generated_notes,
 )
-from maps import MapError, Note, ZippedBeatSaberDataset, atomic_file  # noqa: E402
+from maps import HelpFormatter, MapError, Note, ZippedBeatSaberDataset, atomic_file  # noqa: E402
 
 # Qwen3-0.6B's architecture, so --init scratch needs no download
 QWEN3_06B = dict(
@@ -104,10 +104,10 @@ class UsageError(Exception):
     """Bad input or environment: main() prints the message as one line and exits 2."""
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Fully fine-tune Qwen3-0.6B on Beat Saber levels (audio tokens in, note tokens out).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--data", required=True, help="folder of level zips / level folders (searched recursively)")
     p.add_argument("--output-dir", default="output", help="where checkpoints and the final model go")
@@ -156,9 +156,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--cache-dir", default="cache", help="level index and Encodec codes cache")
     data.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: 2 on CUDA, 0 on CPU)")
     opt = p.add_argument_group("optimization")
-    opt.add_argument("--learning-rate", type=float, default=2e-5)
-    opt.add_argument("--warmup-steps", type=int, default=10)
-    opt.add_argument("--weight-decay", type=float, default=0.01)
+    opt.add_argument("--learning-rate", type=float, default=2e-5, help="peak learning rate, after warmup")
+    opt.add_argument("--warmup-steps", type=int, default=10, help="optimizer steps of linear warmup")
+    opt.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
     opt.add_argument(
         "--lr-scheduler",
         default="linear",
@@ -169,13 +169,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     opt.add_argument("--grad-accum", type=int, default=8, help="gradient accumulation steps")
     opt.add_argument("--optim", default="adamw_8bit", help="adamw_8bit needs bitsandbytes; else adamw_torch is used")
     opt.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="default: on with CUDA")
-    opt.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=True)
-    opt.add_argument("--seed", type=int, default=3407)
+    opt.add_argument(
+        "--gradient-checkpointing",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="recompute activations in the backward pass: far less memory for one more forward pass of compute",
+    )
+    opt.add_argument("--seed", type=int, default=3407, help="seed for weights built here, data order and sampling")
     log = p.add_argument_group("logging and saving")
-    log.add_argument("--logging-steps", type=int, default=1)
-    log.add_argument("--save-steps", type=int, default=200)
-    log.add_argument("--eval-steps", type=int, default=200)
-    log.add_argument("--save-total-limit", type=int, default=4)
+    log.add_argument("--logging-steps", type=int, default=1, help="log the loss every this many optimizer steps")
+    log.add_argument("--save-steps", type=int, default=200, help="write OUT/checkpoint-N every this many steps")
+    log.add_argument("--eval-steps", type=int, default=200, help="validate every this many optimizer steps")
+    log.add_argument("--save-total-limit", type=int, default=4, help="checkpoints kept (older ones deleted)")
     log.add_argument(
         "--eval-maps",
         type=int,
@@ -183,8 +188,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="at every evaluation, also map this many validation chunks (grammar, infer.py's sampling) and log "
         "timing F1, density ratio and parity errors",
     )
-    log.add_argument("--report-to", choices=["none", "tensorboard", "wandb"], default="none")
-    return p.parse_args(argv)
+    log.add_argument(
+        "--report-to", choices=["none", "tensorboard", "wandb"], default="none", help="where metrics are logged"
+    )
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 # ---------------------------------------------------------------- model

@@ -35,6 +35,7 @@ from maps import (
     BoostEvent,
     BpmEvent,
     Difficulty,
+    HelpFormatter,
     Level,
     LightEvent,
     Lightshow,
@@ -1193,19 +1194,23 @@ def _rounded(card: dict) -> dict:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in card.items()}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Project utilities.")
-    commands = parser.add_subparsers(dest="command", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Project utilities: synthetic corpora, level scorecards and previews.",
+        formatter_class=HelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     synth = commands.add_parser(
         "synth",
+        formatter_class=HelpFormatter,
         help="write a synthetic corpus of level zips",
         description="Write level zips whose songs are synthesized drum patterns at known BPMs "
         f"({', '.join(f'{b:g}' for b in SYNTH_BPMS)}, in turn) with Normal and Expert notes exactly "
         "on the hits. Deterministic for a seed. For tests and the offline demo.",
     )
     synth.add_argument("out_dir", metavar="OUT_DIR", help="folder to write synth_NN.zip into (created if missing)")
-    synth.add_argument("--songs", type=int, default=8, help="number of levels (default 8)")
-    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    synth.add_argument("--songs", type=int, default=8, help="number of levels")
+    synth.add_argument("--seed", type=int, default=0, help="random seed")
     synth.add_argument("--bars", type=int, default=16, help=f"bars with notes, after {LEAD_IN_BARS} lead-in bars")
     synth.add_argument(
         "--hard",
@@ -1223,6 +1228,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     score = commands.add_parser(
         "score",
+        formatter_class=HelpFormatter,
         help="print a level's quality scorecard",
         description="Score each Standard difficulty of a level (zip or folder), human or generated: listening "
         "(notes on audio onsets vs random grid placements; the audio comes from the level), density, rhythm, "
@@ -1233,21 +1239,27 @@ def main(argv: list[str] | None = None) -> int:
     score.add_argument("--reference", metavar="LEVEL", help="a human map of the same song to compare with")
     score.add_argument("--difficulty", nargs="+", help="difficulties to score (default: every Standard one)")
     score.add_argument(
-        "--tolerance", type=float, default=TOLERANCE, help=f"seconds for a timing match (default {TOLERANCE:g})"
+        "--tolerance", type=float, default=TOLERANCE, help="seconds within which a note matches a reference note"
     )
-    score.add_argument("--chunk-beats", type=int, default=64, help="window length whose seams are checked")
+    score.add_argument("--chunk-beats", type=int, default=64, help="window length in beats whose seams are checked")
     score.add_argument("--json", action="store_true", help="one JSON object per difficulty per line")
     preview = commands.add_parser(
         "preview",
+        formatter_class=HelpFormatter,
         help="draw a level's notes over its song's onsets as a PNG",
         description="A lane chart of a level (zip or folder, human or generated): per Standard difficulty, the "
         "12 grid cells as lanes with each note as an arrow (or dot) in its saber's colour, the song's onset "
         "strength under them and the bar lines marked. Shows at a glance whether the notes follow the music.",
     )
     preview.add_argument("level", metavar="LEVEL", help="level zip or folder")
-    preview.add_argument("--seconds", type=float, default=30.0, help="how much of the song (default 30)")
+    preview.add_argument("--seconds", type=float, default=30.0, help="seconds of the song drawn")
     preview.add_argument("--difficulty", nargs="+", help="difficulties to draw (default: every Standard one)")
     preview.add_argument("--out", help="PNG path (default: LEVEL.png beside the level)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "score":
         return score_level(args)

@@ -133,18 +133,23 @@ def test_grammar_keeps_sampling_from_random_logits_valid_and_on_the_grid(seed):
     assert stacks > 0  # several notes at one tick did occur
 
 
-def test_max_notes_per_beat_caps_every_window():
+def test_max_notes_per_beat_caps_every_beat_and_spreads_the_notes():
     generator = torch.Generator().manual_seed(0)
     ticks = 8 * 48  # 8 beats
     grid = torch.tensor([TIME.start + t for t in range(0, ticks, 12)])
-    ids = torch.cat([grid, torch.tensor([NOTES_START])]).repeat(2, 1)
-    grammar = NoteGrammar(ids.shape[1], [ticks, ticks], max_notes_per_beat=0.5)
-    for _ in range(300):
-        scores = torch.randn(2, 15_000, generator=generator)
+    ids = torch.cat([grid, torch.tensor([NOTES_START])]).repeat(3, 1)
+    grammar = NoteGrammar(ids.shape[1], [ticks] * 3, max_notes_per_beat=[2, 2.9, 1])
+    for _ in range(400):
+        scores = torch.randn(3, 15_000, generator=generator)
         scores[:, NOTE.start : NOTE.stop] += 6  # random weights that would write notes everywhere
         ids = torch.cat([ids, torch.multinomial(grammar(ids, scores).softmax(-1), 1, generator=generator)], 1)
-    for row in ids[:, len(grid) + 1 :].tolist():
-        assert EOS in row and len(generated_notes(row)) == 4  # 0.5 x 8 beats, then the grid walked to its end
+    for row, cap in zip(ids[:, len(grid) + 1 :].tolist(), [2, 2, 1]):
+        assert EOS in row  # the grid walked to its end
+        beats = np.array([tick / 48 for tick, *_ in generated_notes(row)])
+        busiest = max(np.sum((beats > b - 1) & (beats <= b)) for b in beats)  # any one-beat span (b - 1, b]
+        assert busiest == cap
+        assert np.bincount(beats.astype(int), minlength=8).min() >= 1  # spread: every beat of the window has notes
+        assert len(beats) >= 8 * cap - 2  # not one burst: about the cap in every beat
 
 
 def test_lm_head_is_cut_to_the_token_space_exactly(untrained):

@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -20,6 +21,7 @@ from maps import (
     Level,
     MapError,
     Note,
+    atomic_file,
     beat_seconds,
     difficulty_json,
     level_files,
@@ -28,6 +30,24 @@ from maps import (
     rejection,
     tempo_map,
 )
+
+# ---------------------------------------------------------------- files
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_atomic_file_gets_the_mode_the_users_umask_gives(tmp_path, umask, mode):
+    before = os.umask(umask)
+    try:
+        with atomic_file(tmp_path / "level.zip") as out:
+            out.write(b"data")
+        with open(tmp_path / "plain", "wb"):
+            pass  # what open() gives a new file under this umask
+    finally:
+        os.umask(before)
+    assert (tmp_path / "level.zip").stat().st_mode & 0o777 == mode == (tmp_path / "plain").stat().st_mode & 0o777
+    assert os.umask(before) == before  # reading the umask left it as it was
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file left
+
 
 # ---------------------------------------------------------------- hand-written fixtures
 
