@@ -42,7 +42,10 @@ def load_audio(
 ) -> np.ndarray:
     """Any soundfile-readable song (.egg/.ogg/.wav/.flac/.mp3) -> samples at sample_rate:
     [n] float32 mono, or [n, channels] as stored when mono is False."""
-    name = name or (str(source) if not isinstance(source, (bytes, bytearray)) else "audio")
+    raw = isinstance(source, (bytes, bytearray))
+    name = name or ("audio" if raw else str(source))
+    if not source if raw else os.path.isfile(source) and os.path.getsize(source) == 0:
+        raise AudioError(f"{name}: empty file (0 bytes)")
     try:
         data, rate = sf.read(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source, dtype="float32")
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as e:
@@ -51,10 +54,55 @@ def load_audio(
     if data.ndim == 2 and mono:
         data = data.mean(axis=1)
     if data.size == 0:
-        raise AudioError(f"{name}: no audio samples")
+        cut = None if raw else truncation(source)
+        raise AudioError(f"{name}: no audio samples" + (f" (truncated: {cut})" if cut else ""))
     if not np.isfinite(data).all() or np.abs(data).max() < SILENCE_PEAK:
         raise AudioError(f"{name}: audio is silent or not finite")
     return np.ascontiguousarray(_resampled(data, rate, sample_rate), dtype=np.float32)
+
+
+OGG_PAGE_MAX = 65_307  # bytes: the largest Ogg page (27-byte header, 255 segments of 255 bytes)
+OGG_END_OF_STREAM = 0x04  # header-type flag of a stream's last page
+
+
+def truncation(path: str | os.PathLike) -> str | None:
+    """Why the file looks cut short (its container promises more than it holds), or None: an Ogg stream
+    whose last page is partial or lacks the end-of-stream flag, a WAV whose data chunk runs past the
+    file's end. Other formats are not checked (libsndfile fails on a cut FLAC)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - OGG_PAGE_MAX))
+            tail = f.read()
+            if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+                return _wav_truncation(f, size)
+    except OSError:
+        return None
+    if head[:4] == b"OggS":
+        page = tail.rfind(b"OggS")
+        if page < 0 or len(tail) - page < 27:
+            return "its last Ogg page is cut off"
+        segments = tail[page + 27 : page + 27 + tail[page + 26]]
+        if len(tail) - page < 27 + len(segments) + sum(segments):
+            return "its last Ogg page is cut off"
+        if not tail[page + 5] & OGG_END_OF_STREAM:
+            return "its Ogg stream has no end-of-stream page"
+    return None
+
+
+def _wav_truncation(f, size: int) -> str | None:
+    """f: an open RIFF/WAVE file of `size` bytes -> why its data chunk is cut short, or None."""
+    offset = 12
+    while offset + 8 <= size:
+        f.seek(offset)
+        kind, length = f.read(4), int.from_bytes(f.read(4), "little")
+        if kind == b"data":
+            promised = offset + 8 + length
+            unknown = length in (0, 0xFFFFFFFF)  # streaming writers leave the size open
+            return None if unknown or promised <= size else f"its WAV data stops at {size} of {promised} bytes"
+        offset += 8 + length + (length & 1)
+    return None
 
 
 def song_tags(path: str | os.PathLike) -> tuple[str, str]:

@@ -35,6 +35,7 @@ from audio import (
     estimate_tempo,
     load_audio,
     song_tags,
+    truncation,
 )
 from data import (
     DIFFICULTIES,
@@ -178,6 +179,8 @@ def read_song(path: str) -> np.ndarray:
     except AudioError as e:
         raise UsageError(str(e)) from None
     song = song.reshape(len(song), -1)
+    if cut := truncation(path):
+        print(f"warning: {path} looks truncated ({cut}); mapping the {len(song) / OUTPUT_RATE:.1f} s it holds")
     if len(song) < MIN_SONG_SECONDS * OUTPUT_RATE:
         raise UsageError(
             f"{path}: {len(song) / OUTPUT_RATE:.1f} s of audio; a song needs at least {MIN_SONG_SECONDS:g} s"
@@ -259,17 +262,27 @@ def auto_dtype(path: str, device: torch.device) -> str:
     return "bfloat16" if stored in (torch.bfloat16, "bfloat16") and native_bf16_cpu() else "float32"
 
 
-def load_checkpoint(path: str, device: torch.device, dtype: str):
-    """(model, automapper.json) of a train.py output dir; refuses other token spaces."""
+def model_info(path: str) -> dict:
+    """automapper.json of a train.py output dir or one of its checkpoint-N folders; refuses other token
+    spaces. Reads no weights, so a wrong --model fails before any audio work."""
     info_path = Path(path) / "automapper.json"
     if not info_path.is_file():
         raise UsageError(f"no model at {path} (no automapper.json): run train.py first, or pass --model DIR")
-    info = json.loads(info_path.read_text())
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{info_path}: unreadable ({e})") from None
     if info.get("token_space_version") != TOKEN_SPACE_VERSION:
         raise UsageError(
             f"{path}: token space version {info.get('token_space_version')} but this infer.py speaks "
             f"{TOKEN_SPACE_VERSION}: retrain, or use the infer.py of that checkpoint's version"
         )
+    return info
+
+
+def load_checkpoint(path: str, device: torch.device, dtype: str):
+    """(model, automapper.json) of a train.py output dir or checkpoint."""
+    info = model_info(path)
     from transformers import AutoModelForCausalLM
 
     if dtype == "auto":
@@ -583,6 +596,8 @@ def run(args: argparse.Namespace) -> int:
         seconds[name] = seconds.get(name, 0.0) + now - clock
         clock = now
 
+    if not args.analyze:
+        model_info(args.model)  # a missing or foreign model fails before any audio work
     song = read_song(args.song)  # [n, channels] at 44.1 kHz
     mono = song.mean(axis=1)
     tempo = song_tempo(args, mono)
@@ -645,7 +660,7 @@ def run(args: argparse.Namespace) -> int:
     seconds["other"] = seconds.pop("windows") - sum(decoding.values())  # batching, grammar set-up, collection
 
     for name in args.difficulty:
-        notes[name], repairs = playable(notes[name], tempo.bpm)
+        notes[name], repairs = playable(notes[name], tempo.bpm, beat_caps([name], args.max_notes_per_beat)[0])
         done = ", ".join(f"{repairs[kind]} {kind}" for kind in REPAIRS)
         print(f"{name}: {len(notes[name])} notes ({done})")
     title, artist = song_tags(args.song)

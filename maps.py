@@ -189,6 +189,15 @@ def current_umask() -> int:
     return mask
 
 
+def with_user_modes(folder: str | os.PathLike) -> None:
+    """Give the files directly in folder the mode the umask gives a new file, where another writer (such
+    as transformers' save_pretrained, through a private temp file) left them stricter."""
+    mode = NEW_FILE_MODE & ~current_umask()
+    for path in Path(folder).iterdir():
+        if path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o777 != mode:
+            path.chmod(mode)
+
+
 @contextmanager
 def atomic_file(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[BinaryIO]:
     """A binary file to write that appears at path only when the block completes.

@@ -65,7 +65,7 @@ from data import (  # noqa: E402
     build_tokenizer,
     generated_notes,
 )
-from maps import HelpFormatter, MapError, Note, ZippedBeatSaberDataset, atomic_file  # noqa: E402
+from maps import HelpFormatter, MapError, Note, ZippedBeatSaberDataset, atomic_file, with_user_modes  # noqa: E402
 
 # Qwen3-0.6B's architecture, so --init scratch needs no download
 QWEN3_06B = dict(
@@ -349,6 +349,20 @@ def timed_schedule(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+class InferenceFiles(TrainerCallback):
+    """Writes automapper.json and the model card into every checkpoint-N as it is saved, so infer.py
+    can map with a checkpoint while training goes on."""
+
+    def __init__(self, info: dict):
+        self.info = info
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                save_inference_files(folder, self.info | {"steps": state.global_step})
+
+
 class EpochCallback(TrainerCallback):
     """Shifts the chunk grid at each epoch (BeatDataset.set_epoch)."""
 
@@ -366,11 +380,11 @@ def build_datasets(args: argparse.Namespace, main: bool = True) -> tuple[BeatDat
         raise UsageError(f"no data folder at {args.data} (collect maps with scrape.py, or try: python utils.py synth)")
     try:
         base = ZippedBeatSaberDataset(args.data, cache_dir=args.cache_dir, progress=main, verbose=main)
+        if not base.items:  # before the codec is built: that takes a minute
+            raise UsageError(f"no trainable level in {args.data}: {base.summary()}".replace("\n", "; "))
         codec = create_audio_tokenizer(weights=args.codec_weights)
     except (MapError, AudioError) as e:
         raise UsageError(str(e)) from None
-    if not base.items:
-        raise UsageError(f"no trainable level in {args.data}: {base.summary()}".replace("\n", "; "))
     train_songs, val_songs = split_songs(list(base.song_hashes.values()), args.val_share, args.seed)
     common = dict(
         chunk_beats=args.chunk_beats,
@@ -418,6 +432,9 @@ class NoteTrainer(SFTTrainer):
     map_eval: tuple[BeatDataset, int] | None = None  # (validation chunks, how many to map) for --eval-maps
     last_map_eval: dict[str, float] | None = None
     time_limit: TimeLimit | None = None  # --max-minutes: the linear and cosine schedules decay over it
+
+    def create_model_card(self, *args, **kwargs) -> None:
+        """None: save_inference_files writes the model's own card (model_card), never TRL's template."""
 
     def evaluate(self, *args, **kwargs) -> dict[str, float]:
         metrics = super().evaluate(*args, **kwargs)
@@ -519,7 +536,9 @@ def map_quality(model, val: BeatDataset, count: int, seed: int = 0) -> dict[str,
     }
 
 
-def build_trainer(args, model, train: BeatDataset, val: BeatDataset | None) -> SFTTrainer:
+def build_trainer(args, model, train: BeatDataset, val: BeatDataset | None, info: dict | None = None) -> SFTTrainer:
+    """info: automapper.json as far as it is known before training (checkpoint_info), written into every
+    checkpoint when given."""
     config = SFTConfig(
         output_dir=args.output_dir,
         max_steps=args.max_steps,
@@ -557,7 +576,9 @@ def build_trainer(args, model, train: BeatDataset, val: BeatDataset | None) -> S
         eval_dataset=IndexedChunks(val).dataset if val is not None else None,
         data_collator=audio_masking_collator,
         processing_class=build_tokenizer(),
-        callbacks=[EpochCallback(train)] + ([TimeLimit(args.max_minutes)] if args.max_minutes else []),
+        callbacks=[EpochCallback(train)]
+        + ([InferenceFiles(info)] if info is not None else [])
+        + ([TimeLimit(args.max_minutes)] if args.max_minutes else []),
     )
     trainer.time_limit = next((c for c in trainer.callback_handler.callbacks if isinstance(c, TimeLimit)), None)
     if args.eval_maps and val is not None:
@@ -585,10 +606,59 @@ def checkpoint_info(args: argparse.Namespace, codec, data: dict) -> dict:
 
 
 def save_inference_files(output_dir: str | Path, info: dict) -> None:
-    """Beside a saved model: the token-space tokenizer (so from_pretrained works) and automapper.json (info)."""
+    """Beside a saved model: the token-space tokenizer (so from_pretrained works), automapper.json (info)
+    and README.md, the model card (written over TRL's template)."""
     build_tokenizer().save_pretrained(output_dir)
     with atomic_file(Path(output_dir) / "automapper.json") as out:
         out.write(json.dumps(info, indent=2).encode())
+    with atomic_file(Path(output_dir) / "README.md") as out:
+        out.write(model_card(info, Path(output_dir).name).encode())
+    with_user_modes(output_dir)  # the weights as readable as any file the user makes
+
+
+def model_card(info: dict, name: str) -> str:
+    """README.md of a model folder: what it is, what it learned from, how to use it, and that its levels
+    are AI-made."""
+    data, codec = info.get("data", {}), info["codec"]
+    songs, chunks = data.get("songs", {}), data.get("chunks", {})
+    evaluation = info.get("last_map_evaluation")
+    test_codec = (
+        ": the random test codec, a demo or test model, not one for real songs" if codec["weights"] == "random" else ""
+    )
+    lines = [
+        f"# {name}: a Beat Saber automapper model",
+        "",
+        "Maps songs to Beat Saber levels with the beat-saber-automapper project's `infer.py`. **Every level it "
+        "makes is AI-generated: declare it as AI-made when you upload it** (BeatSaver asks for this).",
+        "",
+        f"- base model: {info.get('base_model', 'unknown')}, fully fine-tuned",
+        f"- token space: version {info['token_space_version']} ({info.get('ppq', PPQ)} ticks per beat, "
+        f"{info.get('chunk_beats')}-beat windows, sequences up to {info.get('max_seq_length')} tokens)",
+        f"- audio codec: {codec['id']} (weights: {codec['weights']}, {codec['frame_rate']:g} frames/s){test_codec}",
+        f"- trained for {info.get('steps', '?')} optimizer steps",
+        f"- data: {data.get('levels', 0)} levels, {data.get('difficulties', 0)} difficulties; songs "
+        f"{songs.get('train', 0)} train / {songs.get('validation', 0)} validation; chunks {chunks.get('train', 0)} "
+        f"train / {chunks.get('validation', 0)} validation",
+    ]
+    if evaluation:
+        figures = ", ".join(f"{k.removeprefix('eval_')} {v:.3g}" for k, v in evaluation.items() if k != "step")
+        lines.append(f"- last map evaluation (step {evaluation.get('step')}): {figures}")
+    else:
+        lines.append("- last map evaluation: none (train with --eval-maps N to score mapped validation chunks)")
+    lines += [
+        "",
+        "## Use",
+        "",
+        "```bash",
+        f"python infer.py song.ogg --model {name} --difficulty Normal Expert --preview",
+        "python utils.py score song.zip",
+        "```",
+        "",
+        "The folder also loads as a plain transformers causal LM (`AutoModelForCausalLM.from_pretrained`); "
+        "`automapper.json` holds what infer.py needs (token space, codec, window length).",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -622,7 +692,7 @@ def main(argv: list[str] | None = None) -> int:
                 chunks += "changes, each chunk inside one tempo region)"
             batch = args.batch_size * args.grad_accum * state.num_processes
             print(f"training: {how}; {chunks}; {state.num_processes} process(es), effective batch {batch}", flush=True)
-        trainer = build_trainer(args, model, train, val)
+        trainer = build_trainer(args, model, train, val, checkpoint_info(args, info["codec"], info["data"]))
         trainer.train(resume_from_checkpoint=args.resume or None)
     except UsageError as e:
         if main_process:
@@ -643,7 +713,7 @@ def main(argv: list[str] | None = None) -> int:
     trainer.save_model(args.output_dir)  # writes on the main process only
     if not trainer.is_world_process_zero():
         return 0
-    checkpoint = checkpoint_info(args, info["codec"], info["data"])
+    checkpoint = checkpoint_info(args, info["codec"], info["data"]) | {"steps": trainer.state.global_step}
     if trainer.last_map_eval is not None:
         checkpoint["last_map_evaluation"] = {"step": trainer.state.global_step} | trainer.last_map_eval
     save_inference_files(args.output_dir, checkpoint)

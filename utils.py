@@ -16,7 +16,7 @@ import math
 import os
 import sys
 import zipfile
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from itertools import groupby
 from pathlib import Path
@@ -100,14 +100,31 @@ OPPOSITE |= {UP_RIGHT: DOWN_LEFT, DOWN_LEFT: UP_RIGHT}
 # a forehand swing per colour (0 left hand, 1 right hand): downward, or across the body;
 # every other arrow is a backhand. A hand alternates forehand and backhand.
 FOREHAND = {0: {DOWN, DOWN_LEFT, DOWN_RIGHT, RIGHT}, 1: {DOWN, DOWN_LEFT, DOWN_RIGHT, LEFT}}
+BEAT_EPSILON = 1e-6  # beats: map files round beats to a few decimals, far coarser than this
 MIN_NOTE_SECONDS = 1.5  # no note before this much audio: players need time to get ready
 REPAIRS = (
     "early notes dropped",
     "duplicates removed",
     "cell collisions resolved",
+    "dense notes thinned",
     "stack directions unified",
     "parity flips",
 )
+
+
+def thinned(notes: list[Note], max_notes_per_beat: float | None) -> list[Note]:
+    """notes, in time order -> those kept when no span of one beat may hold more than max_notes_per_beat
+    (rounded down): each note in turn is kept if the beat before it (exclusive) leaves room."""
+    if max_notes_per_beat is None:
+        return notes
+    cap, kept, recent = math.floor(max_notes_per_beat), [], deque()  # recent: beats of kept notes in the last beat
+    for note in notes:
+        while recent and recent[0] <= note.beat - 1 + BEAT_EPSILON:
+            recent.popleft()
+        if len(recent) < cap:
+            kept.append(note)
+            recent.append(note.beat)
+    return kept
 
 
 def swings(notes: Iterable[Note]) -> list[list[Note]]:
@@ -118,19 +135,24 @@ def swings(notes: Iterable[Note]) -> list[list[Note]]:
     return [by_swing[key] for key in sorted(by_swing)]
 
 
-def playable(notes: Iterable[Note], bpm: float) -> tuple[list[Note], Counter]:
+def playable(notes: Iterable[Note], bpm: float, max_notes_per_beat: float | None = None) -> tuple[list[Note], Counter]:
     """Generated notes -> (notes a player can play, repairs made by kind in REPAIRS).
 
     In order: notes in the first MIN_NOTE_SECONDS of audio are dropped; exact duplicates
     removed; of notes sharing a cell at one tick the first (by colour, direction) stays;
+    with max_notes_per_beat, a note that would make any one-beat span hold more than that many
+    (rounded down) is dropped, earlier notes first kept (the grammar keeps this inside a window; this
+    keeps it across window seams);
     arrows of one colour at one tick take the first arrow's direction (dots stay dots);
     a hand that would swing forehand (or backhand) twice in a row has its swing flipped
     to the opposite direction (a dot swings either way and keeps the hand alternating).
     """
-    return repaired(notes, MIN_NOTE_SECONDS * bpm / 60)
+    return repaired(notes, MIN_NOTE_SECONDS * bpm / 60, max_notes_per_beat)
 
 
-def repaired(notes: Iterable[Note], first_beat: float = 0.0) -> tuple[list[Note], Counter]:
+def repaired(
+    notes: Iterable[Note], first_beat: float = 0.0, max_notes_per_beat: float | None = None
+) -> tuple[list[Note], Counter]:
     """playable's repairs from first_beat on: (notes, repairs by kind).
 
     The scorecard counts a map's problems with the same definitions the repair pass uses.
@@ -145,8 +167,10 @@ def repaired(notes: Iterable[Note], first_beat: float = 0.0) -> tuple[list[Note]
     for note in unique:
         by_slot.setdefault(_slot(note), note)
     repairs["cell collisions resolved"] = len(unique) - len(by_slot)
+    spread = thinned(sorted(by_slot.values()), max_notes_per_beat)
+    repairs["dense notes thinned"] = len(by_slot) - len(spread)
     result, last_forehand = [], {}  # last_forehand: colour -> the hand's previous swing
-    for swing in swings(by_slot.values()):
+    for swing in swings(spread):
         arrows = [n for n in swing if n.direction != DOT]
         direction = arrows[0].direction if arrows else DOT
         repairs["stack directions unified"] += sum(n.direction != direction for n in arrows)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audio import AudioError, create_audio_tokenizer, load_audio, ogg_vorbis
+from audio import AudioError, create_audio_tokenizer, load_audio, ogg_vorbis, truncation
 from conftest import ROOT, SHARED_MAPS, needs_shared
 
 
@@ -49,6 +49,18 @@ def test_ogg_vorbis_writes_long_songs(tmp_path):
     assert rate == 44100 and len(data) == len(song)
 
 
+@pytest.mark.parametrize("fmt", ["OGG", "WAV"])
+def test_a_file_cut_short_is_told_from_a_whole_one(tmp_path, fmt):
+    whole = tmp_path / f"whole.{fmt.lower()}"
+    noise = np.random.default_rng(0).normal(0, 0.1, 44100 * 8).astype(np.float32)  # no long-silent pages
+    sf.write(whole, noise, 44100, format=fmt)
+    cut = tmp_path / f"cut.{fmt.lower()}"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    assert truncation(whole) is None
+    assert truncation(cut) is not None and fmt[:3].lower() in truncation(cut).lower()
+    assert len(load_audio(cut, 44100)) < 0.6 * len(load_audio(whole, 44100))  # still readable: what it holds
+
+
 def test_load_audio_errors_name_the_file(tmp_path):
     bad = tmp_path / "broken.egg"
     bad.write_bytes(b"OggS but not really")
@@ -62,6 +74,10 @@ def test_load_audio_errors_name_the_file(tmp_path):
     sf.write(silent, np.zeros(44100, np.float32), 44100)
     with pytest.raises(AudioError, match="silent.wav: audio is silent"):
         load_audio(silent, 24000)
+    zero = tmp_path / "zero.ogg"
+    zero.write_bytes(b"")
+    with pytest.raises(AudioError, match="zero.ogg: empty file"):
+        load_audio(zero, 24000)
     with pytest.raises(AudioError, match="song.egg: unreadable"):
         load_audio(b"\x00" * 100, 24000, name="level.zip:song.egg")
 

@@ -20,6 +20,7 @@ from data import (
     NOTE,
     NOTES_START,
     PAD,
+    PEAK_NOTES_PER_BEAT,
     TIME,
     TOKEN_SPACE_VERSION,
     VOCAB_SIZE,
@@ -274,6 +275,9 @@ def test_untrained_model_gives_a_playable_level_bsmap_loads(tmp_path, untrained,
         swings, errors = _parity_errors(diff.notes)
         assert errors <= 0.05 * swings
         assert all(n.beat * 60 / result.bpm >= 1.5 for n in diff.notes)
+        ticks = np.array([round(n.beat * 48) for n in diff.notes])  # the files round beats to a few decimals
+        busiest = max(np.sum((ticks > t - 48) & (ticks <= t)) for t in ticks)  # notes in any one-beat span
+        assert busiest <= PEAK_NOTES_PER_BEAT[diff.difficulty]  # random weights cannot write a wall of notes
         notes += len(diff.notes)
     assert notes > 20  # an untrained model at temperature 1 writes plenty of notes
 
@@ -470,7 +474,12 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path, untrained, capsys):
     garbage = tmp_path / "broken.ogg"
     garbage.write_bytes(b"OggS but not really" * 100)
     assert "unreadable audio" in error(str(garbage), "--model", str(untrained))
-    assert "no such file" in error(str(tmp_path / "missing.ogg"))
+    assert "no such file" in error(str(tmp_path / "missing.ogg"), "--model", str(untrained))
+    # the model is checked before any audio work: a missing one is named even when the song is missing too
+    assert "no model at" in error(str(tmp_path / "missing.ogg"), "--model", str(tmp_path / "nowhere"))
+    empty = tmp_path / "empty.ogg"
+    empty.write_bytes(b"")
+    assert "empty.ogg: empty file (0 bytes)" in error(str(empty), "--model", str(untrained))
 
     short = tmp_path / "short.ogg"
     short.write_bytes(ogg_vorbis(np.sin(np.arange(44100 * 3) / 10).astype(np.float32) * 0.5, 44100))

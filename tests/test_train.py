@@ -4,14 +4,17 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
 import torch
 
+import infer
 import train
 from conftest import ROOT, level_dict, zip_bytes
 from data import AUDIO, DIFFICULTY, EOS, NOTE, NOTES_START, SPECIAL, TIME, audio_masking_collator, audio_token_ids
+from maps import current_umask, load_level
 from utils import synth_level, write_synth_corpus, write_zip
 
 
@@ -61,6 +64,27 @@ def test_cli_trains_saves_reloads_and_resumes(corpus, cache_dir, tmp_path):
     assert info["codec"]["id"].startswith("encodec24k-random") and info["codec"]["frame_rate"] == 75
     assert info["data"]["songs"] == {"train": 3, "validation": 1} and info["data"]["difficulties"] == 8
     assert info["last_map_evaluation"]["eval_map_timing_f1"] == mapped[-1]["eval_map_timing_f1"]
+    assert info["steps"] == 30
+    # the model card is the project's own, never TRL's template
+    card = (out / "README.md").read_text()
+    assert "AI-generated" in card and "python infer.py" in card and "30 optimizer steps" in card
+    assert "random test codec" in card and "eval_map" not in card and "map_timing_f1" in card
+    assert "fine-tuned version of" not in card
+    mode = 0o666 & ~current_umask()  # every file as a plain open() would create it (0644 under umask 022)
+    for name in ("model.safetensors", "automapper.json", "README.md"):
+        assert (out / name).stat().st_mode & 0o777 == mode, name
+    # a checkpoint maps while training goes on: it carries automapper.json and the card
+    checkpoint = out / "checkpoint-30"
+    assert json.loads((checkpoint / "automapper.json").read_text())["steps"] == 30
+    assert "fine-tuned version of" not in (checkpoint / "README.md").read_text()
+    source = sorted(corpus.glob("*.zip"))[0]
+    song = tmp_path / "song.egg"
+    song.write_bytes(zipfile.ZipFile(source).read("song.egg"))
+    level = tmp_path / "level.zip"
+    bpm = str(load_level(source).bpm)
+    flags = ["--model", str(checkpoint), "--bpm", bpm, "--offset", "0", "--output", str(level)]
+    assert infer.main([str(song), *flags]) == 0
+    assert load_level(level).difficulties[0].notes is not None
 
     resumed = _train(*common, *fast, "--max-steps", "40", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]

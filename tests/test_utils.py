@@ -91,6 +91,14 @@ def test_snap_and_grid_fit():
     assert off.max_ticks == pytest.approx(0.5) and off.off_share == 0.5 and off.mean_ticks == pytest.approx(0.25)
 
 
+def test_a_density_cap_drops_the_notes_that_overfill_any_beat():
+    notes = [Note(4.0, x, 0, x % 2, DOT) for x in range(4)] + [Note(4.75, 0, 1, 0, DOT), Note(5.0, 1, 1, 1, DOT)]
+    kept, repairs = playable(notes, 120.0, max_notes_per_beat=3.5)
+    # 3 at beat 4 fill (3, 4] and [4, 5): the 4th and the one at 4.75 go; beat 5 starts a new span
+    assert kept == notes[:3] + [notes[5]] and repairs["dense notes thinned"] == 2
+    assert playable(notes, 120.0)[0] == notes  # no cap: nothing thinned
+
+
 def test_playable_repairs_each_problem_once_and_counts_it():
     bpm = 120.0  # 1.5 s = beat 3
     notes = [
@@ -110,6 +118,7 @@ def test_playable_repairs_each_problem_once_and_counts_it():
         "early notes dropped": 1,
         "duplicates removed": 1,
         "cell collisions resolved": 1,
+        "dense notes thinned": 0,
         "stack directions unified": 1,
         "parity flips": 1,
     }
