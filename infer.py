@@ -614,7 +614,7 @@ def run(args: argparse.Namespace) -> int:
     if args.quantize == "int8":
         model = quantized(model)
         if native_bf16_cpu():
-            # measured (README, Performance): its attention and KV cache stay float32, twice the bytes per decode
+            # measured (docs/performance.md): its attention and KV cache stay float32, twice the bytes per decode
             # step of bf16, and decoding is bound by reading that cache
             print("note: this CPU computes bf16 natively; exact bf16 mapping (no --quantize) is faster here than int8")
     precision = str(model.dtype).removeprefix("torch.") + (", int8 linear layers" if args.quantize == "int8" else "")

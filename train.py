@@ -12,12 +12,12 @@ save_pretrained model, a tokenizer and automapper.json for infer.py.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
 import sys
 import time
+import unittest.mock
 from collections import Counter
 from pathlib import Path
 
@@ -30,10 +30,12 @@ RANK = int(os.environ.get("RANK", "0"))
 
 
 def _unsloth():
-    """The unsloth module when it can be used (CUDA present, package installed, one process), else None.
-    It must be imported before transformers and trl so that its patches apply."""
-    if not torch.cuda.is_available():
+    """The unsloth module when it can be used (CUDA present, package installed, one process, not turned
+    off with AUTOMAPPER_UNSLOTH=0), else None. It must be imported before transformers and trl so that
+    its patches apply."""
+    if os.environ.get("AUTOMAPPER_UNSLOTH", "1") == "0" or not torch.cuda.is_available():
         return None
+    os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")  # no network probe at import
     if PROCESSES > 1:  # Unsloth's open-source build trains on one GPU
         if RANK == 0:
             print(f"{PROCESSES} processes: training through plain transformers (DDP), not Unsloth", file=sys.stderr)
@@ -96,8 +98,6 @@ TINY = dict(
 # a few-million-parameter Qwen3 for the learnability benchmark and CPU experiments
 SMALL = TINY | dict(hidden_size=192, intermediate_size=576, num_hidden_layers=4, num_attention_heads=4, head_dim=48)
 EXIT_USAGE = 2
-# TRL computes the loss through a fused, tiled LM head (no [tokens, 151936] logits) with Triton kernels: CUDA only
-FUSED_LM_HEAD = torch.cuda.is_available() and importlib.util.find_spec("triton") is not None
 
 
 class UsageError(Exception):
@@ -215,13 +215,16 @@ def load_model(args: argparse.Namespace) -> tuple[torch.nn.Module, str]:
     if UNSLOTH is not None:
         from unsloth import FastLanguageModel
 
-        model, _ = FastLanguageModel.from_pretrained(
-            model_name=source,
-            max_seq_length=args.max_seq_length,
-            load_in_4bit=args.load_in_4bit,
-            full_finetuning=True,
-        )
-        return model, f"{base_model(args)}, Unsloth"
+        try:
+            model, _ = FastLanguageModel.from_pretrained(
+                model_name=source,
+                max_seq_length=args.max_seq_length,
+                load_in_4bit=args.load_in_4bit,
+                full_finetuning=True,
+            )
+            return model, f"{base_model(args)}, Unsloth"
+        except ImportError as e:  # e.g. "Unsloth: Please install bitsandbytes", even for full fine-tuning
+            print(f"Unsloth cannot load the model ({str(e).splitlines()[0]}): plain transformers", file=sys.stderr)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     return model, f"{base_model(args)}, transformers on {'cuda' if cuda else 'cpu'}"
 
@@ -261,6 +264,8 @@ def scratch_model_dir(args: argparse.Namespace) -> str:
     if not (path / "config.json").exists():
         torch.manual_seed(args.seed)
         AutoModelForCausalLM.from_config(Qwen3Config(**QWEN3_06B), dtype=torch.bfloat16).save_pretrained(path)
+    if not (path / "tokenizer_config.json").exists():  # loaders (Unsloth's) build a broken one without it
+        build_tokenizer().save_pretrained(path)
     return str(path)
 
 
@@ -422,11 +427,9 @@ def build_datasets(args: argparse.Namespace, main: bool = True) -> tuple[BeatDat
 
 
 class NoteTrainer(SFTTrainer):
-    """SFTTrainer that also trains where TRL's Triton loss kernels cannot run (CPU).
-
-    There the loss is the shifted cross-entropy over the labelled tokens (notes and EOS),
-    with the LM head applied at those positions only, and mean_token_accuracy is logged
-    over the same tokens, as TRL does.
+    """SFTTrainer whose loss is the shifted cross-entropy over the labelled tokens (notes and EOS), with
+    the LM head applied at those positions only (no [tokens, vocab] logits over the audio), on every
+    path: CPU, CUDA, Unsloth and DDP. mean_token_accuracy is logged over the same tokens, as TRL does.
     """
 
     map_eval: tuple[BeatDataset, int] | None = None  # (validation chunks, how many to map) for --eval-maps
@@ -468,21 +471,12 @@ class NoteTrainer(SFTTrainer):
             torch.load = load
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if FUSED_LM_HEAD:
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         # the prediction for token t is made at t - 1: targets [batch, n - 1] line up with positions 0..n-2
         targets = inputs["labels"][:, 1:]
         positions = (targets != -100).any(dim=0).nonzero().squeeze(1)  # [k]: positions some row labels
-        # logits only there (audio positions are ~95% of a sequence), through the model's own forward so
-        # that DDP syncs the gradients: [batch, k, vocab]
-        out = model(
-            input_ids=inputs["input_ids"],
-            attention_mask=inputs["attention_mask"],
-            logits_to_keep=positions,
-            use_cache=False,
-        )
         labelled = targets[:, positions]  # [batch, k]
-        logits, labelled = out.logits.float()[labelled != -100], labelled[labelled != -100]
+        logits = labelled_logits(model, inputs, positions)  # [batch, k, vocab]
+        logits, labelled = logits.float()[labelled != -100], labelled[labelled != -100]
         loss = torch.nn.functional.cross_entropy(logits, labelled, reduction="sum")
         loss = loss / (num_items_in_batch if num_items_in_batch is not None else max(len(labelled), 1))
         if num_items_in_batch is not None and self.args.average_tokens_across_devices:
@@ -492,6 +486,24 @@ class NoteTrainer(SFTTrainer):
         correct = (logits.argmax(-1) == labelled).sum().item()
         self._metrics[mode]["mean_token_accuracy"].append(correct / max(len(labelled), 1))
         return (loss, {"logits": logits}) if return_outputs else loss
+
+
+def labelled_logits(model, inputs: dict, positions: torch.Tensor) -> torch.Tensor:
+    """Logits at `positions` only ([batch, k, vocab]; audio positions, ~95% of a sequence, never get the LM
+    head), through the model's own forward so that DDP syncs the gradients. Unsloth's forward ignores a
+    tensor logits_to_keep, so there it returns the hidden states (its UNSLOTH_RETURN_HIDDEN_STATES
+    switch, read at every call) and the head is applied here."""
+    common = dict(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
+    if getattr(unwrapped(model).config, "unsloth_version", None) is None:
+        return model(**common, logits_to_keep=positions).logits
+    with unittest.mock.patch.dict(os.environ, UNSLOTH_RETURN_HIDDEN_STATES="1"):
+        hidden = model(**common).logits  # [batch, n, hidden]
+    return unwrapped(model).get_output_embeddings()(hidden[:, positions])
+
+
+def unwrapped(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DDP (or similar) wrapper."""
+    return getattr(model, "module", model)
 
 
 def map_quality(model, val: BeatDataset, count: int, seed: int = 0) -> dict[str, float]:

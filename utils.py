@@ -776,7 +776,7 @@ def scorecard(
     events: Sequence[BpmEvent] = (),
     reference_events: Sequence[BpmEvent] = (),
 ) -> dict:
-    """One difficulty's quality figures (see the README's Quality section).
+    """One difficulty's quality figures (see docs/quality.md).
 
     notes: the difficulty's notes, beats at this bpm, beat 0 at the song's first sample.
     onsets: the song's audio onsets and length (for listening; the length also sets notes

@@ -13,7 +13,18 @@ import torch
 import infer
 import train
 from conftest import ROOT, level_dict, zip_bytes
-from data import AUDIO, DIFFICULTY, EOS, NOTE, NOTES_START, SPECIAL, TIME, audio_masking_collator, audio_token_ids
+from data import (
+    AUDIO,
+    DIFFICULTY,
+    EOS,
+    NOTE,
+    NOTES_START,
+    PAD,
+    SPECIAL,
+    TIME,
+    audio_masking_collator,
+    audio_token_ids,
+)
 from maps import current_umask, load_level
 from utils import synth_level, write_synth_corpus, write_zip
 
@@ -291,3 +302,78 @@ def test_torchrun_two_processes_encode_once_log_once_save_once(tmp_path):
     resumed = run("--max-steps", "6", "--resume")
     assert sum("'loss'" in line for line in resumed.stdout.splitlines()) == 2  # steps 5 and 6 only
     assert json.loads((out / "automapper.json").read_text())["data"]["songs_encoded_by_process"] == [0, 0]
+
+
+# ---------------------------------------------------------------- the GPU path, checked on CPU
+
+
+def test_bench_batch_is_labelled_and_the_bench_model_trains_as_train_py_does():
+    sys.path.insert(0, str(ROOT / "tests"))
+    import bench_train
+
+    batch = bench_train.bench_batch(1024)
+    assert (batch["labels"] != -100).sum() >= 100  # a note section: the loss is finite, not NaN
+    model, batch = bench_train.prepared("transformers", 1024, ("--tiny",))
+    assert model.training and model.is_gradient_checkpointing
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = [bench_train.train_step(model, batch, optimizer) for _ in range(3)]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    # 6 x every linear weight (the tied LM head included) + 12 x layers x hidden x length
+    head = model.get_output_embeddings().weight.numel()
+    assert bench_train.flops_per_token(model, 1024) > 6 * head + 12 * 2 * 64 * 1024
+
+
+def test_labelled_logits_under_unsloth_apply_the_head_to_its_hidden_states(monkeypatch):
+    args = train.parse_args(["--data", ".", "--tiny"])
+    model, _ = train.load_model(args)
+    inputs = audio_masking_collator([{"input_ids": np.arange(40) % 300}])
+    positions = torch.tensor([3, 10, 38])
+    plain = train.labelled_logits(model, inputs, positions)
+    forward = model.forward
+
+    def unsloth_forward(**kwargs):  # Unsloth's forward: hidden states as "logits" when asked, a tensor keep ignored
+        assert "logits_to_keep" not in kwargs
+        if os.environ.get("UNSLOTH_RETURN_HIDDEN_STATES") == "1":
+            out = model.model(**kwargs)
+            return type("Out", (), {"logits": out.last_hidden_state})()
+        return forward(**kwargs)
+
+    monkeypatch.setattr(model.config, "unsloth_version", "2026.10.9", raising=False)
+    monkeypatch.setattr(model, "forward", unsloth_forward)
+    assert torch.allclose(train.labelled_logits(model, inputs, positions), plain, atol=1e-5)
+    assert "UNSLOTH_RETURN_HIDDEN_STATES" not in os.environ  # set for that one call only
+
+
+def test_scratch_model_folder_has_the_token_space_tokenizer(tmp_path, monkeypatch):
+    from transformers import AutoTokenizer
+
+    monkeypatch.setattr(train, "QWEN3_06B", train.TINY)  # the same path at a test's size
+    args = train.parse_args(["--data", ".", "--init", "scratch", "--cache-dir", str(tmp_path)])
+    folder = train.scratch_model_dir(args)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert tokenizer.pad_token_id == PAD and tokenizer.eos_token_id == EOS
+
+
+def test_unsloth_that_cannot_load_falls_back_to_transformers_in_one_line(tmp_path, monkeypatch, capsys):
+    fake = type(sys)("unsloth")
+
+    class FastLanguageModel:
+        @staticmethod
+        def from_pretrained(**kwargs):
+            raise ImportError("Unsloth: Please install bitsandbytes via `pip install bitsandbytes`")
+
+    fake.FastLanguageModel = FastLanguageModel
+    monkeypatch.setitem(sys.modules, "unsloth", fake)
+    monkeypatch.setattr(train, "UNSLOTH", fake)
+    monkeypatch.setattr(train, "QWEN3_06B", train.TINY)
+    args = train.parse_args(["--data", ".", "--init", "scratch", "--cache-dir", str(tmp_path)])
+    model, how = train.load_model(args)
+    assert "transformers" in how and isinstance(model, torch.nn.Module)
+    said = [line for line in capsys.readouterr().err.splitlines() if "Unsloth" in line]  # beside progress bars
+    assert len(said) == 1 and "bitsandbytes" in said[0] and "plain transformers" in said[0]
+
+
+def test_unsloth_can_be_switched_off_by_environment():
+    script = "import train, sys; sys.exit(train.UNSLOTH is not None)"
+    env = os.environ | {"AUTOMAPPER_UNSLOTH": "0"}
+    assert subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, check=False).returncode == 0
