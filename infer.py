@@ -18,6 +18,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=16,
         help="at most this many windows decoded together; fewer where their KV caches would not fit in "
         f"{MEMORY_SHARE * 100:.0f}%% of the free memory (RAM, or GPU memory)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the decode step (CUDA, through transformers' generate): faster steps once each batch "
+        "shape has paid its compile; off, every step runs eagerly",
     )
     parser.add_argument(
         "--quantize",
@@ -391,7 +398,9 @@ def batches(lengths: list[int], max_rows: int, fits) -> list[range]:
 
 class Progress:
     """tqdm bars with ETAs for prefill (prompt tokens, advanced layer by layer) and decoding (steps), and the
-    seconds each took. Hooks every decoder layer: a call over more than one position is prefill."""
+    seconds each took. Prefill is seen by hooks on every decoder layer (a call over more than one position);
+    decode steps by this object's place among generate()'s logits processors, outside the model, so the
+    hooks do nothing in a compiled decode step and break no graph."""
 
     def __init__(self, model, prompt_tokens: int, steps: int):
         self.layers = model.get_decoder().layers
@@ -412,18 +421,22 @@ class Progress:
         self.seconds["decode"] += now - self.clock
         self.decode.update(max(0, self.steps - self.taken))  # steps not taken: every row ended early
 
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        """A logits processor: called once per generated token of the batch, before it is chosen."""
+        if self.taken == 0:  # the first call follows the prefill
+            now = time.perf_counter()
+            self.seconds["prefill"] += now - self.clock
+            self.clock = now
+        self.taken += 1
+        self.decode.update(1)
+        return scores
+
     def _layer_done(self, layer, args, kwargs, output) -> None:
+        if torch.compiler.is_compiling():
+            return
         hidden = args[0] if args else kwargs["hidden_states"]  # [rows, positions, hidden]
-        last = layer is self.layers[-1]
         if hidden.shape[1] > 1:
             self.prefill.update(self.tokens / len(self.layers))
-            if last:
-                now = time.perf_counter()
-                self.seconds["prefill"] += now - self.clock
-                self.clock = now
-        elif last:
-            self.taken += 1
-            self.decode.update(1)
 
     def close(self) -> None:
         for hook in self.hooks:
@@ -478,7 +491,7 @@ def level_notes(
         for part in plan:
             batch = [rows[i] for i in part]
             with progress.batch(len(batch) * len(batch[-1][3]), steps):
-                chunks = decode(model, batch, chunk_beats, info, sampling, max_notes_per_beat)
+                chunks = decode(model, batch, chunk_beats, info, sampling, max_notes_per_beat, [progress])
             for (name, start, _, _), chunk in zip(batch, chunks):
                 beats = ((start + tick / PPQ, x, y, c, d) for tick, x, y, c, d in chunk)
                 notes[name] += [Note(*note) for note in beats if note[0] < song_beats]  # none in the padding
@@ -539,9 +552,16 @@ def decode_budget(chunk_beats: int, max_notes_per_beat: float) -> int:
 
 @torch.inference_mode()
 def decode(
-    model, batch: list, chunk_beats: int, info: dict, sampling: dict, max_notes_per_beat: float | None = None
+    model,
+    batch: list,
+    chunk_beats: int,
+    info: dict,
+    sampling: dict,
+    max_notes_per_beat: float | None = None,
+    watchers: Sequence = (),
 ) -> list[list[tuple]]:
-    """Prefill a batch of prompts (left-padded) and decode each under the grammar -> chunk notes per row."""
+    """Prefill a batch of prompts (left-padded) and decode each under the grammar -> chunk notes per row.
+    watchers: logits processors that only look (Progress), run before the grammar at every step."""
     length = max(len(row[3]) for row in batch)
     # input_ids, attention_mask: [rows, length], PAD with attention 0 on the left
     input_ids = torch.full((len(batch), length), PAD, dtype=torch.long)
@@ -555,7 +575,7 @@ def decode(
     output = model.generate(
         input_ids=input_ids.to(model.device),
         attention_mask=attention_mask.to(model.device),
-        logits_processor=[grammar],
+        logits_processor=[*watchers, grammar],
         max_new_tokens=max(budget, 1),
         eos_token_id=EOS,
         pad_token_id=PAD,
@@ -566,11 +586,15 @@ def decode(
     return [generated_notes(row) for row in output[:, length:].tolist()]
 
 
-def sampling_options(temperature: float = DEFAULT_TEMPERATURE, top_p: float = DEFAULT_TOP_P) -> dict:
-    """generate() keyword arguments: greedy for temperature 0, else nucleus sampling."""
+def sampling_options(
+    temperature: float = DEFAULT_TEMPERATURE, top_p: float = DEFAULT_TOP_P, compile_decode: bool = False
+) -> dict:
+    """generate() keyword arguments: greedy for temperature 0, else nucleus sampling; the decode step
+    compiled (transformers' auto-compile with the static cache, on CUDA) only when asked."""
+    compiling = {"disable_compile": not compile_decode}
     if temperature == 0:
-        return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-    return {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": None}
+        return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None} | compiling
+    return {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": None} | compiling
 
 
 def output_path(args: argparse.Namespace) -> Path:
@@ -651,7 +675,7 @@ def run(args: argparse.Namespace) -> int:
         tempo.bpm,
         args.difficulty,
         args.batch_size,
-        sampling_options(args.temperature, args.top_p),
+        sampling_options(args.temperature, args.top_p, args.compile),
         args.max_notes_per_beat,
         beat_times,
     )

@@ -164,6 +164,24 @@ def test_lm_head_is_cut_to_the_token_space_exactly(untrained):
         assert torch.allclose(model(ids).logits, full(ids).logits[..., :VOCAB_SIZE], atol=1e-5)
 
 
+def test_progress_breaks_no_graph_when_the_decode_step_is_compiled(untrained):
+    model, _ = infer.load_checkpoint(str(untrained), torch.device("cpu"), "float32")
+    progress = infer.Progress(model, 10, 4).batch(10, 4)
+    layer = model.get_decoder().layers[-1]
+    try:
+        # the hook inside a decode step (one position) that dynamo must trace whole: any graph break raises
+        step = torch.compile(
+            lambda h: progress._layer_done(layer, (h,), {}, h) or h * 2, fullgraph=True, backend="eager"
+        )
+        assert torch.equal(step(torch.ones(1, 1, 4)), torch.full((1, 1, 4), 2.0))
+        scores = torch.zeros(1, 5)
+        assert progress(torch.zeros(1, 3, dtype=torch.long), scores) is scores and progress.taken == 1
+    finally:
+        progress.close()
+    assert infer.sampling_options()["disable_compile"] is True  # compiling is asked for (--compile), never implied
+    assert infer.sampling_options(0.0, compile_decode=True)["disable_compile"] is False
+
+
 def test_batches_keep_order_cap_rows_and_fit_memory():
     lengths = [10, 20, 30, 40, 50, 60]
     plan = infer.batches(lengths, 4, lambda rows, longest: rows * longest <= 100)
