@@ -138,7 +138,10 @@ class AudioTokenizer:
         self.hop_length: int = int(np.prod(config.upsampling_ratios))  # 320 samples per frame
         self.frame_rate: float = self.sample_rate / self.hop_length  # 75.0
         self.n_codebooks: int = model.quantizer.get_num_quantizers_for_bandwidth(bandwidth)  # 2 at 1.5 kbps
-        self.id = f"{model_id}@{bandwidth:g}kbps"
+        self.id = f"{model_id}@{bandwidth:g}kbps"  # which codes a model was trained on
+        # the codes cache's key: CUDA's convolutions (TF32 by default) may give a few other codes than the CPU's,
+        # so codes made on another kind of device are cached apart; the CPU keeps the plain id
+        self.cache_id = self.id if device.type == "cpu" else f"{self.id}@{device.type}"
         # windows of SEGMENT_SECONDS, both whole numbers of frames
         self.segment = round(SEGMENT_SECONDS * self.frame_rate) * self.hop_length
         self.context = round(CONTEXT_SECONDS * self.frame_rate) * self.hop_length

@@ -361,7 +361,8 @@ class NoteGrammar:
 
 
 class CodesCache:
-    """Full-length Encodec codes per song on disk: DIR/codes/<song sha1>-<tokenizer id>.npy.
+    """Full-length Encodec codes per song on disk: DIR/codes/<song sha1>-<tokenizer cache id>.npy (the
+    codec and, off the CPU, the device that encoded them).
 
     Files are written to a temp name and renamed, so readers (and a second process
     filling the same cache) only ever see whole files.
@@ -475,7 +476,7 @@ class BeatDataset(torch.utils.data.Dataset):
         self.seed, self.progress, self.verbose = seed, progress, verbose
         self.tokenizer = tokenizer
         self.frame_rate = tokenizer.frame_rate
-        self.cache = CodesCache(cache_dir, tokenizer.id, tokenizer.n_codebooks)
+        self.cache = CodesCache(cache_dir, tokenizer.cache_id, tokenizer.n_codebooks)
         self.skipped: Counter[str] = Counter()
         wanted = set(songs) if songs is not None else None
         self.items: list[_Item] = []

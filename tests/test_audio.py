@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from audio import AudioError, create_audio_tokenizer, load_audio, ogg_vorbis, truncation
 from conftest import ROOT, SHARED_MAPS, needs_shared
@@ -100,6 +101,16 @@ def test_random_mode_is_deterministic_and_seeded(tokenizer):
     assert np.array_equal(tokenizer.encode(song), again.encode(song))
     assert not np.array_equal(tokenizer.encode(song), other.encode(song))
     assert other.id != tokenizer.id
+
+
+def test_codes_made_on_another_kind_of_device_are_cached_apart(tokenizer):
+    import copy
+
+    from audio import AudioTokenizer
+
+    assert tokenizer.cache_id == tokenizer.id  # the CPU's codes keep the plain key
+    elsewhere = AudioTokenizer(copy.deepcopy(tokenizer.model), 1.5, torch.device("meta"), "encodec24k-random")
+    assert elsewhere.id == "encodec24k-random@1.5kbps" and elsewhere.cache_id == "encodec24k-random@1.5kbps@meta"
 
 
 def test_segmented_encoding_matches_one_pass(tokenizer):
