@@ -69,6 +69,8 @@ from utils import (
 )
 
 EXIT_USAGE = 2
+STARTER_DIR = "output/starter"  # where train.py --starter saves the offline starter model
+DEFAULT_MODELS = ("output", STARTER_DIR)  # --model when not given: the first that holds a model
 MIN_SONG_SECONDS = 5.0
 DEFAULT_DIFFICULTIES = ("Expert",)
 DEFAULT_TEMPERATURE, DEFAULT_TOP_P = 0.8, 0.95
@@ -86,7 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     parser.add_argument("song", metavar="SONG", help="audio file: .ogg/.egg, .wav, .flac, .mp3 ...")
-    parser.add_argument("--model", default="output", help="checkpoint dir written by train.py")
+    parser.add_argument(
+        "--model",
+        help="a model folder written by train.py, or one of its checkpoint-N folders (default: output when it "
+        f"holds a model, else the starter model in {STARTER_DIR})",
+    )
     parser.add_argument("--bpm", type=_positive, help="the song's tempo; estimated from the audio when omitted")
     parser.add_argument(
         "--offset",
@@ -267,6 +273,17 @@ def auto_dtype(path: str, device: torch.device) -> str:
         return "bfloat16"
     stored = getattr(AutoConfig.from_pretrained(path), "dtype", None)
     return "bfloat16" if stored in (torch.bfloat16, "bfloat16") and native_bf16_cpu() else "float32"
+
+
+def default_model() -> str:
+    """The first of DEFAULT_MODELS that holds a model, or a UsageError saying how to get one."""
+    for folder in DEFAULT_MODELS:
+        if (Path(folder) / "automapper.json").is_file():
+            return folder
+    raise UsageError(
+        "no model: build the starter model with `python train.py --starter` (about 30 minutes on a CPU, no GPU "
+        "or download needed), or pass --model DIR"
+    )
 
 
 def model_info(path: str) -> dict:
@@ -621,6 +638,7 @@ def run(args: argparse.Namespace) -> int:
         clock = now
 
     if not args.analyze:
+        args.model = args.model or default_model()
         model_info(args.model)  # a missing or foreign model fails before any audio work
     song = read_song(args.song)  # [n, channels] at 44.1 kHz
     mono = song.mean(axis=1)
@@ -695,6 +713,7 @@ def run(args: argparse.Namespace) -> int:
     name = args.song_name or title or Path(args.song).stem
     generator = {
         "checkpoint": Path(args.model).resolve().name,
+        "model": info.get("model_kind", "trained"),
         "baseModel": info.get("base_model", ""),
         "tokenSpaceVersion": info["token_space_version"],
         "codec": codec["id"],

@@ -36,6 +36,7 @@ DEFAULT_ENVIRONMENT = "DefaultEnvironment"  # "The First"; Info.dat's environmen
 COLORS = 2  # 0 red (left saber), 1 blue (right saber)
 DIRECTIONS = 9  # 0 up, 1 down, 2 left, 3 right, 4 up-left, 5 up-right, 6 down-left, 7 down-right, 8 dot
 DOT = 8
+UP, DOWN, LEFT, RIGHT, UP_LEFT, UP_RIGHT, DOWN_LEFT, DOWN_RIGHT = range(DOT)  # cut directions before the dot
 DIFFICULTY_RANKS = {"Easy": 1, "Normal": 3, "Hard": 5, "Expert": 7, "ExpertPlus": 9}
 BLOCKING_MODS = ("Noodle Extensions", "Mapping Extensions")
 # per-note customData keys that move or fake a note (Noodle Extensions), v2 and v3 spellings

@@ -67,6 +67,7 @@ from data import (  # noqa: E402
     build_tokenizer,
     generated_notes,
 )
+from infer import STARTER_DIR  # noqa: E402
 from maps import HelpFormatter, MapError, Note, ZippedBeatSaberDataset, atomic_file, with_user_modes  # noqa: E402
 
 # Qwen3-0.6B's architecture, so --init scratch needs no download
@@ -98,6 +99,27 @@ TINY = dict(
 # a few-million-parameter Qwen3 for the learnability benchmark and CPU experiments
 SMALL = TINY | dict(hidden_size=192, intermediate_size=576, num_hidden_layers=4, num_attention_heads=4, head_dim=48)
 EXIT_USAGE = 2
+# --starter: the offline starter model, in one block (nanoGPT-style); the recipe tests/bench_learn.py measured on
+# synthetic songs (8-beat chunks, batch 4, lr 2e-3 decaying to zero over the minutes), on real and synthetic songs
+STARTER = dict(
+    data="data/starter",
+    output_dir=STARTER_DIR,
+    small=True,
+    codec_weights="random",
+    chunk_beats=8,
+    batch_size=4,
+    grad_accum=1,
+    learning_rate=2e-3,
+    warmup_steps=30,
+    max_steps=100_000,  # the minutes end it
+    max_minutes=15.0,
+    optim="adamw_torch",
+    gradient_checkpointing=False,
+    val_share=0.0,
+    logging_steps=25,
+    save_steps=250,
+)
+STARTER_SYNTH_SONGS = 32  # hard synthetic songs beside the LMMS ones: the beat grid at many tempi
 
 
 class UsageError(Exception):
@@ -109,7 +131,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fully fine-tune Qwen3-0.6B on Beat Saber levels (audio tokens in, note tokens out).",
         formatter_class=HelpFormatter,
     )
-    p.add_argument("--data", required=True, help="folder of level zips / level folders (searched recursively)")
+    p.add_argument(
+        "--data", help="folder of level zips / level folders (searched recursively); required but with --starter"
+    )
+    p.add_argument(
+        "--starter",
+        action="store_true",
+        help=f"build the offline starter model: the corpus if missing ({STARTER['data']}: LMMS demo songs rendered "
+        f"by lmms, and hard synthetic songs), then the small model with the random test codec for "
+        f"{STARTER['max_minutes']:g} minutes into {STARTER['output_dir']}, which infer.py uses when --model is "
+        "not given; any flag given beside it wins",
+    )
     p.add_argument("--output-dir", default="output", help="where checkpoints and the final model go")
     p.add_argument("--max-steps", type=int, default=-1, help="optimizer steps; -1 trains for --epochs")
     p.add_argument("--epochs", type=float, default=3.0, help="passes over the data when --max-steps is -1")
@@ -195,7 +227,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.starter:
+        words = argv if argv is not None else sys.argv[1:]
+        given = {a.dest for a in parser._actions if any(o in words for o in a.option_strings)}
+        for key, value in STARTER.items():
+            if key not in given:
+                setattr(args, key, value)
+    elif args.data is None:
+        parser.error("--data is required (or build the starter model with --starter)")
+    return args
 
 
 # ---------------------------------------------------------------- model
@@ -376,6 +418,21 @@ class EpochCallback(TrainerCallback):
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self.beats.set_epoch(int(state.epoch or 0))
+
+
+def starter_corpus(folder: Path) -> None:
+    """The starter's data, built where missing: folder/real (the LMMS demo songs, utils.py realsongs; the
+    held-out ones beside the folder) and folder/synth (STARTER_SYNTH_SONGS hard synthetic songs)."""
+    from levels.realsongs import ProjectError
+    from utils import write_real_corpus, write_synth_corpus
+
+    real, synth = folder / "real", folder / "synth"
+    try:
+        write_real_corpus(real, f"{folder}-held-out")
+    except ProjectError as e:
+        print(f"train.py --starter: {e}; the starter trains on synthetic songs only", file=sys.stderr)
+    if len(list(synth.glob("*.zip"))) < STARTER_SYNTH_SONGS:
+        write_synth_corpus(synth, songs=STARTER_SYNTH_SONGS, hard=True, bars=13)
 
 
 def build_datasets(args: argparse.Namespace, main: bool = True) -> tuple[BeatDataset, BeatDataset | None, dict]:
@@ -613,6 +670,10 @@ def checkpoint_info(args: argparse.Namespace, codec, data: dict) -> dict:
         "ppq": PPQ,
         "max_seq_length": args.max_seq_length,
         "base_model": base_model(args),
+        # what infer.py's levels say made them: the offline starter (synthetic and LMMS songs, test codec) or a model
+        "model_kind": "starter (offline: LMMS demo songs and synthetic drums, random test codec)"
+        if args.starter
+        else "trained",
         "data": data,
     }
 
@@ -682,6 +743,8 @@ def main(argv: list[str] | None = None) -> int:
     state = PartialState(cpu=not torch.cuda.is_available())
     main_process = state.is_main_process
     try:
+        if args.starter and main_process:
+            starter_corpus(Path(args.data))
         with state.main_process_first():  # the main process indexes and encodes; the others then read its cache
             train, val, info = build_datasets(args, main_process)
         # songs encoded by each process: [all, 0, 0 ...] on a first run, all 0 once cached

@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import re
 import sys
 import zipfile
 from collections import Counter, deque
@@ -27,11 +28,21 @@ import numpy as np
 
 from audio import ogg_vorbis
 from data import PPQ
+from levels.hands import notes_on
+from levels.realsongs import LMMS_PROJECTS, ProjectError, corpus_level_files, demo_projects, held_out, lmms_command
 from maps import (
     DEFAULT_ENVIRONMENT,
     DOT,
+    DOWN,
+    DOWN_LEFT,
+    DOWN_RIGHT,
     GRID_COLUMNS,
     GRID_ROWS,
+    LEFT,
+    RIGHT,
+    UP,
+    UP_LEFT,
+    UP_RIGHT,
     BoostEvent,
     BpmEvent,
     Difficulty,
@@ -94,7 +105,6 @@ def grid_fit(beats: Iterable[float]) -> GridFit:
 
 # ---------------------------------------------------------------- playability
 
-UP, DOWN, LEFT, RIGHT, UP_LEFT, UP_RIGHT, DOWN_LEFT, DOWN_RIGHT = range(8)
 OPPOSITE = {UP: DOWN, DOWN: UP, LEFT: RIGHT, RIGHT: LEFT, UP_LEFT: DOWN_RIGHT, DOWN_RIGHT: UP_LEFT}
 OPPOSITE |= {UP_RIGHT: DOWN_LEFT, DOWN_LEFT: UP_RIGHT}
 # a forehand swing per colour (0 left hand, 1 right hand): downward, or across the body;
@@ -602,17 +612,13 @@ def note_seconds(notes: Iterable[Note], bpm: float, events: Sequence[BpmEvent] =
 
 
 def matched(estimate: np.ndarray, reference: np.ndarray, tolerance: float) -> int:
-    """How many of the sorted times in estimate pair one-to-one with sorted reference times within
-    tolerance. Greedy in time order, which is a maximum matching for points on a line."""
-    i = j = pairs = 0
-    while i < len(estimate) and j < len(reference):
-        if abs(estimate[i] - reference[j]) <= tolerance:
-            pairs, i, j = pairs + 1, i + 1, j + 1
-        elif estimate[i] < reference[j]:
-            i += 1
-        else:
-            j += 1
-    return pairs
+    """How many estimate times pair one-to-one with reference times within tolerance (seconds): the size of
+    a maximum matching, as the field's evaluation library (mir_eval) computes it for onsets and beats."""
+    import mir_eval
+
+    if len(estimate) == 0 or len(reference) == 0:
+        return 0
+    return len(mir_eval.util.match_events(np.asarray(reference), np.asarray(estimate), tolerance))
 
 
 def timing_scores(estimate: np.ndarray, reference: np.ndarray, tolerance: float = TOLERANCE) -> dict[str, float]:
@@ -831,7 +837,6 @@ SYNTH_RATE = 44100
 SYNTH_BPMS = (128.5, 87.0, 174.0, 100.0, 140.0, 60.5, 120.0, 95.25)  # slow, fast and non-integer on purpose
 LEAD_IN_BARS = 2  # drums but no notes: the first notes come after >= 2.7 s at 174 BPM
 BEATS_PER_BAR = 4
-RED_COLUMNS, BLUE_COLUMNS = (0, 1), (2, 3)
 
 
 def _envelope(seconds: float, decay: float) -> np.ndarray:
@@ -885,24 +890,7 @@ def _synth_notes(hits: list[tuple[float, str]], expert: bool, rng: np.random.Gen
     beats = sorted({b for b, kind in hits if kind != "hat" and b >= LEAD_IN_BARS * BEATS_PER_BAR})
     if not expert:
         beats = [b for b in beats if b % 2 == 0]
-    return _notes_on(beats, expert, rng)
-
-
-def _notes_on(beats: list[float], expert: bool, rng: np.random.Generator) -> list[Note]:
-    """A note on each beat: hands alternating, each hand swinging down, up, down... (red in the left
-    columns, blue in the right); with expert, both hands on some bar downbeats."""
-    next_direction = {0: DOWN, 1: DOWN}  # per colour
-    notes, hand = [], 0
-    for beat in beats:
-        hands = (0, 1) if expert and beat % BEATS_PER_BAR == 0 and rng.random() < 0.3 else (hand,)
-        for color in hands:
-            direction = next_direction[color]
-            next_direction[color] = UP if direction == DOWN else DOWN
-            x = int(rng.choice(RED_COLUMNS if color == 0 else BLUE_COLUMNS))
-            y = 0 if direction == DOWN else int(rng.choice([0, 1]))
-            notes.append(Note(float(beat), x, y, color, direction))
-        hand = 1 - hands[-1]
-    return notes
+    return notes_on(beats, expert, rng)
 
 
 # The hard corpus (--hard): a song is sections of SECTION_BARS bars, each drawn from these
@@ -1036,7 +1024,7 @@ def _hard_notes(hits: list[tuple[float, str]], expert: bool, rng: np.random.Gene
     """Notes on lead hits: Expert every one, Normal only the kicks on whole beats; hands alternate,
     each hand swinging down, up, down...; Expert puts both hands on some kicks on a bar's downbeat."""
     beats = sorted({b for b, kind in hits if kind in LEAD and (expert or (kind == "kick" and b == int(b)))})
-    return _notes_on(beats, expert, rng)
+    return notes_on(beats, expert, rng)
 
 
 def synth_level(
@@ -1190,6 +1178,56 @@ def score_level(args: argparse.Namespace) -> int:
     return 0
 
 
+def real_corpus(args: argparse.Namespace) -> int:
+    """utils.py realsongs: one level zip per LMMS project; a project that fails gets one line, the rest go on."""
+    try:
+        written, failed = write_real_corpus(Path(args.out_dir), args.held_out_dir, Path(args.projects), args.jobs)
+    except ProjectError as e:
+        print(f"utils.py realsongs: {e}", file=sys.stderr)
+        return 2
+    return 0 if written else 1
+
+
+def write_real_corpus(
+    out: Path, held_out_dir: str | os.PathLike | None = None, projects_dir: Path = LMMS_PROJECTS, jobs: int = 2
+) -> tuple[int, int]:
+    """Render every LMMS demo project into a level zip: the held-out ones (held_out) into held_out_dir
+    (default OUT-held-out), the rest into out; zips already there are kept -> (levels there, skipped).
+    Raises ProjectError when lmms or the projects are missing."""
+    import tempfile
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    lmms_command()
+    projects = demo_projects(projects_dir)
+    if not projects:
+        raise ProjectError(f"no LMMS projects under {projects_dir} (Debian: apt-get install lmms-common)")
+    spare = Path(held_out_dir or f"{out}-held-out")
+
+    def target(project: Path) -> Path:
+        name = re.sub(r"\.mmpz?$", "", project.name)
+        return (spare if held_out(name) else out) / f"{name}.zip"
+
+    todo = [p for p in projects if not target(p).is_file()]
+    written, failed = len(projects) - len(todo), 0
+    with tempfile.TemporaryDirectory() as work, ThreadPoolExecutor(max(1, jobs)) as pool:
+        jobs_by_project = {project: pool.submit(corpus_level_files, project, Path(work)) for project in todo}
+        for project, job in tqdm(jobs_by_project.items(), desc="rendering", unit="song", disable=None):
+            try:
+                files = job.result()
+            except (ProjectError, OSError, RuntimeError) as e:
+                failed += 1
+                tqdm.write(f"skipped {project.name}: {str(e).splitlines()[0]}")
+                continue
+            target(project).parent.mkdir(parents=True, exist_ok=True)
+            write_zip(target(project), files)
+            written += 1
+    train, spared = len(list(out.glob("*.zip"))), len(list(spare.glob("*.zip")))
+    print(f"{written} levels: {train} to train on in {out}, {spared} held out in {spare}; {failed} skipped")
+    return written, failed
+
+
 def preview_path(level: str | os.PathLike) -> Path:
     """Where a level's preview goes by default: beside it, LEVEL.png for LEVEL.zip or a folder LEVEL
     (never inside the level, so it is not uploaded with it)."""
@@ -1250,6 +1288,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --hard: step changes the tempo by 12-30%% up or down on a bar line mid-song, ramp reaches such "
         f"a change beat by beat over {RAMP_BARS} bars; the levels carry bpmEvents (default steady)",
     )
+    real = commands.add_parser(
+        "realsongs",
+        formatter_class=HelpFormatter,
+        help="render the LMMS demo projects into a real-music corpus of level zips",
+        description="Render the LMMS studio's demo projects (Debian: apt-get install lmms) and write one level zip "
+        "per project whose notes follow its drum tracks: Expert on every kick, snare and tom (no two closer than "
+        "1/4 beat), Normal on the kicks on whole beats, none in the first 1.5 s, hands as in the synthetic "
+        "corpus; the project's own tempo in Info.dat. About one project in five (fixed by name) is held out "
+        "of training: it goes to --held-out-dir, beside OUT_DIR, where a training run's --data OUT_DIR never "
+        "finds it. Projects already written are kept.",
+    )
+    real.add_argument("out_dir", metavar="OUT_DIR", help="folder for the training songs' level zips")
+    real.add_argument("--held-out-dir", help="folder for the held-out songs (default: OUT_DIR-held-out)")
+    real.add_argument("--projects", default=str(LMMS_PROJECTS), help="folder of LMMS projects (.mmp/.mmpz)")
+    real.add_argument("--jobs", type=int, default=2, help="projects rendered at once")
     score = commands.add_parser(
         "score",
         formatter_class=HelpFormatter,
@@ -1289,6 +1342,8 @@ def main(argv: list[str] | None = None) -> int:
         return score_level(args)
     if args.command == "preview":
         return preview_level(args)
+    if args.command == "realsongs":
+        return real_corpus(args)
     if args.tempo != "steady" and not args.hard:
         parser.error("--tempo step/ramp needs --hard")
     for path in write_synth_corpus(args.out_dir, args.songs, args.seed, args.bars, args.hard, args.tempo):

@@ -325,7 +325,8 @@ def test_untrained_model_gives_a_playable_level_bsmap_loads(tmp_path, untrained,
     raw = json.loads((folder / "Info.dat").read_bytes())
     assert raw["_levelAuthorName"] == GENERATED_BY and raw["_environmentName"] == ENVIRONMENT
     generator = raw["_customData"]["_generator"]
-    assert set(generator) == {"tool", "aiGenerated", "checkpoint", "baseModel", "tokenSpaceVersion", "codec"} | {
+    assert set(generator) == {"tool", "aiGenerated", "checkpoint", "model", "baseModel", "tokenSpaceVersion"} | {
+        "codec",
         "seed",
         "temperature",
         "topP",
@@ -333,6 +334,7 @@ def test_untrained_model_gives_a_playable_level_bsmap_loads(tmp_path, untrained,
         "lights",
     }
     assert generator["aiGenerated"] is True and generator["tokenSpaceVersion"] == TOKEN_SPACE_VERSION
+    assert generator["model"] == "trained"  # a starter model's levels say "starter (...)"
     assert (generator["seed"], generator["temperature"], generator["lights"]) == (0, 1.0, "full")
     assert generator["checkpoint"] == untrained.name and raw["_customData"]["_editors"]["_lastEditedBy"] == TOOL
 
@@ -482,7 +484,7 @@ def test_quantize_int8_maps_on_cpu_and_is_refused_on_cuda(tmp_path, untrained, c
     assert "--quantize int8 is for CPU" in capsys.readouterr().err
 
 
-def test_bad_inputs_exit_2_with_one_line(tmp_path, untrained, capsys):
+def test_bad_inputs_exit_2_with_one_line(tmp_path, untrained, capsys, monkeypatch):
     def error(*argv: str) -> str:
         assert infer.main(list(argv)) == 2
         lines = capsys.readouterr().err.strip().splitlines()
@@ -495,6 +497,8 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path, untrained, capsys):
     assert "no such file" in error(str(tmp_path / "missing.ogg"), "--model", str(untrained))
     # the model is checked before any audio work: a missing one is named even when the song is missing too
     assert "no model at" in error(str(tmp_path / "missing.ogg"), "--model", str(tmp_path / "nowhere"))
+    monkeypatch.chdir(tmp_path)  # no output/ and no output/starter here: how to get a model, in one line
+    assert "python train.py --starter" in error(str(tmp_path / "missing.ogg"))
     empty = tmp_path / "empty.ogg"
     empty.write_bytes(b"")
     assert "empty.ogg: empty file (0 bytes)" in error(str(empty), "--model", str(untrained))

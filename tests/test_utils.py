@@ -381,3 +381,26 @@ def test_scorecard_times_a_changing_map_by_its_tempo_events():
     one_bpm = scorecard(notes, level.bpm, onsets, notes, reference_events=events)
     assert timed["timing_f1"] == 1.0 and one_bpm["timing_f1"] < 0.7  # after the step, one BPM drifts
     assert timed["onset_share"] > 0.8 and timed["onset_share"] > one_bpm["onset_share"] + 0.2
+
+
+def test_timing_match_is_a_maximum_matching_on_notes_closer_than_the_tolerance():
+    from utils import timing_scores
+
+    rng = np.random.default_rng(0)
+    reference = np.cumsum(rng.exponential(0.025, 400))  # [400] seconds, most gaps under the 40 ms tolerance
+    shifted = timing_scores(reference + 0.02, reference, 0.04)  # every note 20 ms late: each still has its match
+    assert shifted["timing_precision"] == shifted["timing_recall"] == 1.0
+    thinned = timing_scores(reference[::2], reference, 0.04)  # every other note kept
+    assert thinned["timing_precision"] == 1.0 and thinned["timing_recall"] == 0.5
+
+
+@needs_shared
+def test_timing_match_on_a_dense_human_map():
+    from utils import note_seconds, timing_scores
+
+    level = load_level(SHARED_MAPS / "kivalevan_ex_journey")
+    notes = next(d for d in level.difficulties if d.difficulty == "ExpertPlus" and d.characteristic == "Standard").notes
+    times = note_seconds(notes, level.bpm)
+    assert np.min(np.diff(times)) < 0.04  # notes closer together than the tolerance
+    assert timing_scores(times + 0.02, times, 0.04)["timing_precision"] == 1.0
+    assert timing_scores(times[::2], times, 0.04)["timing_recall"] == len(times[::2]) / len(times)

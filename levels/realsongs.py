@@ -1,0 +1,226 @@
+"""Real music with exact tempo and every note: the LMMS studio's demo projects, rendered and read.
+
+Debian's lmms-common ships the LMMS demo projects (GPL-2+, Artistic-2, BSD, CC-BY-SA; see
+/usr/share/doc/lmms-common/copyright). Each project (.mmpz: a 4-byte length, then zlib-compressed
+XML; .mmp: the XML) holds its tempo, time signature and every note of every track, so a rendered
+project is a real song whose beat grid and drum hits are known exactly. This module reads a
+project's drum onsets and turns them into a level by fixed rules (level_notes); lmms itself
+renders the audio (render). Nothing here ships audio: the corpus is built on the user's machine.
+
+LMMS counts 48 ticks per quarter note (192 per 4/4 bar), the same grid as the token space.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from levels.hands import notes_on
+from maps import Difficulty, Level
+
+LMMS_PROJECTS = Path("/usr/share/lmms/projects")
+LMMS_TICKS_PER_BEAT = 48  # a quarter note
+BAR_TICKS = 4 * LMMS_TICKS_PER_BEAT  # LMMS's default bar, where beat/bassline patterns sit
+INSTRUMENT, BEAT_BASSLINE = "0", "1"  # <track type=...>
+# a track's role from its name and sample file; the first match wins
+DRUM_KINDS = (
+    ("hat", re.compile(r"hat|hh\b|cymbal|crash|ride|shaker|tamb", re.I)),
+    ("kick", re.compile(r"kick|bass ?drum|\bbd\b|^bd|bd[\s_\-\d]|808", re.I)),
+    ("snare", re.compile(r"snare|clap|rim|\bsd\b|^sd", re.I)),
+    ("tom", re.compile(r"tom\b|toms|tom[\s_\-\d]", re.I)),
+)
+LEAD_DRUMS = ("kick", "snare", "tom")  # the hits that carry notes, as in the synthetic corpus
+MIN_LEAD_SPACING = LMMS_TICKS_PER_BEAT // 4  # Expert keeps no two notes closer than 1/4 beat (no rolls)
+FIRST_NOTE_SECONDS = 1.5  # as infer.py: no note before this much audio
+
+
+class ProjectError(Exception):
+    """A project that cannot become a level; the message names the file and the reason."""
+
+
+@dataclass
+class Project:
+    path: Path
+    bpm: float
+    beats_per_bar: int
+    end_tick: int  # the last pattern's end
+    onsets: dict[str, np.ndarray] = field(default_factory=dict)  # drum kind -> sorted unique onset ticks
+
+    @property
+    def name(self) -> str:
+        return re.sub(r"\.mmpz?$", "", self.path.name)
+
+
+def project_xml(path: Path) -> ET.Element:
+    data = path.read_bytes()
+    try:
+        return ET.fromstring(zlib.decompress(data[4:]) if path.suffix == ".mmpz" else data)
+    except (zlib.error, ET.ParseError) as e:
+        raise ProjectError(f"{path}: not an LMMS project ({e})") from None
+
+
+def drum_kind(track: ET.Element) -> str | None:
+    """'kick', 'snare', 'tom', 'hat' or None (not a drum) from the track's name and sample file."""
+    instrument = track.find("instrumenttrack/instrument")
+    sample = track.find("instrumenttrack/instrument/audiofileprocessor")
+    text = f"{track.get('name', '')} {sample.get('src', '') if sample is not None else ''}"
+    named = next((kind for kind, pattern in DRUM_KINDS if pattern.search(text)), None)
+    kicker = instrument is not None and instrument.get("name") == "kicker"  # LMMS's kick-drum synth
+    return named or ("kick" if kicker else None)
+
+
+def _note_ticks(pattern: ET.Element) -> list[int]:
+    """Onset ticks, inside the pattern, of its audible notes."""
+    return [int(n.get("pos", 0)) for n in pattern.findall("note") if float(n.get("vol", 100)) > 0]
+
+
+def _live(element: ET.Element) -> bool:
+    return element.get("muted", "0") != "1"
+
+
+def read_project(path: str | Path) -> Project:
+    """The project's tempo, bar length and its drum tracks' onset ticks (muted tracks and patterns
+    left out; beat/bassline patterns repeated over each of their placements on the song line)."""
+    path = Path(path)
+    root = project_xml(path)
+    head, song = root.find("head"), root.find("song/trackcontainer")
+    if head is None or song is None:
+        raise ProjectError(f"{path}: no song in the project")
+    if head.find("bpm") is not None and root.find(".//automationpattern/object") is not None:
+        tempo_id = head.find("bpm").get("id")
+        if any(o.get("id") == tempo_id for o in root.iter("object")):
+            raise ProjectError(f"{path}: its tempo is automated (changes during the song)")
+    bpm = float(head.get("bpm") or head.find("bpm").get("value"))
+    numerator, denominator = int(head.get("timesig_numerator", 4)), int(head.get("timesig_denominator", 4))
+    if denominator != 4:
+        raise ProjectError(f"{path}: time signature {numerator}/{denominator} (only quarter-note beats map)")
+    hits: dict[str, list[int]] = {}
+    end = 0
+    tracks = [t for t in song.findall("track") if _live(t)]
+    for track in tracks:
+        for pattern in track.findall("pattern"):
+            end = max(end, int(pattern.get("pos", 0)) + int(pattern.get("len", 0)))
+    # beat/bassline tracks: the n-th one's placements (<bbtco>) play pattern n of every track inside
+    bb_tracks = [t for t in song.findall("track") if t.get("type") == BEAT_BASSLINE]
+    inner = bb_tracks[0].findall("bbtrack/trackcontainer/track") if bb_tracks else []
+    for index, bb in enumerate(bb_tracks):
+        placements = [c for c in bb.findall("bbtco") if _live(c)] if _live(bb) else []
+        for placement in placements:
+            end = max(end, int(placement.get("pos", 0)) + int(placement.get("len", 0)))
+        for track in (t for t in inner if _live(t)):
+            kind = drum_kind(track)
+            patterns = [p for p in track.findall("pattern") if int(p.get("pos", 0)) // BAR_TICKS == index]
+            if kind is None or not patterns or not _live(patterns[0]):
+                continue
+            length = max(int(patterns[0].get("len", BAR_TICKS)), BAR_TICKS)
+            ticks = _note_ticks(patterns[0])
+            for placement in placements:
+                start, stop = int(placement.get("pos", 0)), int(placement.get("pos", 0)) + int(placement.get("len", 0))
+                for repeat in range(start, stop, length):
+                    hits.setdefault(kind, []).extend(repeat + t for t in ticks if repeat + t < stop)
+    for track in (t for t in tracks if t.get("type") == INSTRUMENT):
+        kind = drum_kind(track)
+        for pattern in (p for p in track.findall("pattern") if _live(p)) if kind else ():
+            hits.setdefault(kind, []).extend(int(pattern.get("pos", 0)) + t for t in _note_ticks(pattern))
+    onsets = {kind: np.unique(np.array(ticks, dtype=np.int64)) for kind, ticks in hits.items()}
+    return Project(path, bpm, numerator, end, onsets)
+
+
+def lead_beats(project: Project, expert: bool) -> list[float]:
+    """The beats that carry notes: Expert every kick, snare and tom onset, no two closer than 1/4 beat;
+    Normal the kicks on whole beats (the lead hits on whole beats where the song has no kick). None in
+    the first FIRST_NOTE_SECONDS."""
+    first = FIRST_NOTE_SECONDS * project.bpm / 60 * LMMS_TICKS_PER_BEAT
+    lead = np.unique(np.concatenate([project.onsets.get(k, np.zeros(0, np.int64)) for k in LEAD_DRUMS]))
+    if expert:
+        ticks, last = [], -MIN_LEAD_SPACING
+        for tick in lead:
+            if tick - last >= MIN_LEAD_SPACING:
+                ticks.append(int(tick))
+                last = tick
+    else:
+        kicks = project.onsets.get("kick", np.zeros(0, np.int64))
+        source = kicks if len(kicks) else lead
+        ticks = [int(t) for t in source if t % LMMS_TICKS_PER_BEAT == 0]
+    return [t / LMMS_TICKS_PER_BEAT for t in ticks if t >= first]
+
+
+def project_level(project: Project, seed: int = 0) -> Level:
+    """A level of the project's song by fixed rules: notes on its lead drum hits (lead_beats), the hands
+    placed as in the synthetic corpus (levels.hands.notes_on); its real tempo in Info.dat."""
+    rng = np.random.default_rng([seed, sum(project.name.encode())])
+    normal, expert = (notes_on(lead_beats(project, e), e, rng) for e in (False, True))
+    if len(expert) < 16:
+        raise ProjectError(f"{project.path}: only {len(expert)} drum hits on kicks, snares or toms")
+    return Level(
+        song_name=project.name,
+        song_author="LMMS demo project",
+        mapper="automapper realsongs (rules on the project's drum notes)",
+        bpm=project.bpm,
+        song_filename="song.egg",
+        cover_filename="",
+        preview_duration=10,
+        info_version="2.1.0",
+        difficulties=[
+            Difficulty("Standard", "Normal", "NormalStandard.dat", "3.3.0", normal, njs=10),
+            Difficulty("Standard", "Expert", "ExpertStandard.dat", "3.3.0", expert, njs=16),
+        ],
+    )
+
+
+def lmms_command() -> str:
+    """The lmms executable, or a ProjectError that says how to install it."""
+    found = shutil.which("lmms")
+    if not found:
+        raise ProjectError(
+            "lmms not found: install it to render the real-music corpus (Debian/Ubuntu: sudo apt-get install lmms)"
+        )
+    return found
+
+
+def render(project: Path, wav: Path, timeout: float = 600) -> Path:
+    """Render the project headless to a 44.1 kHz WAV (lmms --allowroot render)."""
+    command = [lmms_command(), "--allowroot", "render", str(project), "--format", "wav", "--output", str(wav)]
+    env = {"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin", "HOME": str(wav.parent)}
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+    except subprocess.TimeoutExpired:
+        raise ProjectError(f"{project}: lmms took over {timeout:.0f} s to render") from None
+    if done.returncode != 0 or not wav.is_file() or wav.stat().st_size == 0:
+        last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise ProjectError(f"{project}: lmms could not render it ({last[0]})")
+    return wav
+
+
+def demo_projects(folder: Path = LMMS_PROJECTS) -> list[Path]:
+    """The demo and short projects lmms-common ships (tutorials and templates left out), by name."""
+    found = [p for kind in ("demos", "shorties") for p in (folder / kind).rglob("*.mmp*")]
+    return sorted(found, key=lambda p: p.name.lower())
+
+
+def held_out(name: str) -> bool:
+    """The fixed split by song: about one project in five, by a hash of its name, never trains."""
+    return zlib.crc32(name.encode()) % 5 == 0
+
+
+def corpus_level_files(project_path: Path, work: Path, seed: int = 0) -> dict[str, bytes]:
+    """{file name: bytes} of the project's level: Info.dat, Normal and Expert, song.egg (its render)."""
+    import soundfile as sf
+
+    from audio import ogg_vorbis
+    from maps import level_files
+
+    level = project_level(read_project(project_path), seed)  # before rendering: a project without drums costs nothing
+    wav = render(project_path, work / f"{level.song_name}.wav")
+    try:
+        samples, rate = sf.read(wav, dtype="float32")  # [n, channels] at 44.1 kHz
+    finally:
+        wav.unlink(missing_ok=True)
+    return level_files(level) | {"song.egg": ogg_vorbis(samples, rate)}
