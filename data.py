@@ -26,14 +26,25 @@ import torch
 from tqdm import tqdm
 
 from audio import AudioError, load_audio
-from maps import COLORS, DIFFICULTY_RANKS, DOT, GRID_COLUMNS, GRID_ROWS, MapError, atomic_file, read_level_file
+from maps import (
+    COLORS,
+    DIFFICULTY_RANKS,
+    DOT,
+    GRID_COLUMNS,
+    GRID_ROWS,
+    PPQ,
+    MapError,
+    atomic_file,
+    plain_notes,
+    read_level_file,
+    snap_ticks,
+)
 
 # bump on any change below; checkpoints record it (3: time-token markers in the audio; 4: the notes walk
 # the marker grid, every 1/4- and 1/3-beat tick written with or without notes; 5: a song's last window is
 # padded with the codec's silence to a whole chunk)
 TOKEN_SPACE_VERSION = 5
 
-PPQ = 48  # ticks per beat
 MAX_CHUNK_BEATS = 256  # the time range covers this many beats after a chunk's start
 DIRECTION_SLOTS = DOT + 2  # directions 0..8 plus slot 9, reserved and never produced
 RESERVED_DIRECTION = DOT + 1
@@ -429,7 +440,6 @@ class _Item:
 
 def _item(level, characteristic: str, difficulty: str, song_hash: str) -> _Item:
     from maps import beat_seconds, tempo_map
-    from utils import plain_notes, snap_ticks  # here, not at the top: utils imports this module's PPQ
 
     diff = next(d for d in level.difficulties if (d.characteristic, d.difficulty) == (characteristic, difficulty))
     tempi = tempo_map(level, diff)

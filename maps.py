@@ -36,6 +36,7 @@ DEFAULT_ENVIRONMENT = "DefaultEnvironment"  # "The First"; Info.dat's environmen
 COLORS = 2  # 0 red (left saber), 1 blue (right saber)
 DIRECTIONS = 9  # 0 up, 1 down, 2 left, 3 right, 4 up-left, 5 up-right, 6 down-left, 7 down-right, 8 dot
 DOT = 8
+PPQ = 48  # ticks per beat: the grid every note time is snapped to (the token space's time resolution)
 UP, DOWN, LEFT, RIGHT, UP_LEFT, UP_RIGHT, DOWN_LEFT, DOWN_RIGHT = range(DOT)  # cut directions before the dot
 DIFFICULTY_RANKS = {"Easy": 1, "Normal": 3, "Hard": 5, "Expert": 7, "ExpertPlus": 9}
 BLOCKING_MODS = ("Noodle Extensions", "Mapping Extensions")
@@ -164,6 +165,51 @@ def on_grid(note: Note) -> bool:
         and 0 <= note.color < COLORS
         and 0 <= note.direction < DIRECTIONS
     )
+
+
+OFF_GRID_TOLERANCE = 0.05  # ticks; 3-decimal beats in map files are within 0.025 of the grid
+
+
+def slot(note: Note) -> tuple[int, int, int]:
+    # (tick, x, y): two notes in one slot are the same object to a player
+    return round(note.beat * PPQ), note.x, note.y
+
+
+def plain_notes(diff: Difficulty) -> list[Note]:
+    """The difficulty's playable colour notes with arcs and chains folded in, by beat.
+
+    A chain's head becomes a note unless a colour note already sits at that beat and
+    cell; an arc adds a note at its head and at its tail only where none sits. Notes the
+    token space cannot represent (off the grid, odd colours or directions) are dropped.
+    """
+    notes = [n for n in diff.notes if on_grid(n)]
+    taken = {slot(n) for n in notes}
+    extra = [c.head for c in diff.chains] + [end for a in diff.arcs for end in a]
+    for note in extra:
+        if on_grid(note) and slot(note) not in taken:
+            notes.append(note)
+            taken.add(slot(note))
+    return sorted(notes)
+
+
+def snap_ticks(beats: Iterable[float]) -> list[int]:
+    """Beats -> nearest 48-PPQ ticks."""
+    return [round(b * PPQ) for b in beats]
+
+
+class GridFit(NamedTuple):
+    mean_ticks: float  # mean distance to the nearest tick, 0..0.5
+    max_ticks: float
+    off_share: float  # share of beats farther than OFF_GRID_TOLERANCE from a tick
+
+
+def grid_fit(beats: Iterable[float]) -> GridFit:
+    """How far a map's beats sit from the 48-PPQ grid (all zeros for an empty map)."""
+    ticks = np.asarray(list(beats), dtype=np.float64) * PPQ
+    if ticks.size == 0:
+        return GridFit(0.0, 0.0, 0.0)
+    distance = np.abs(ticks - np.round(ticks))
+    return GridFit(float(distance.mean()), float(distance.max()), float((distance > OFF_GRID_TOLERANCE).mean()))
 
 
 # ---------------------------------------------------------------- reading files

@@ -41,8 +41,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import infer  # noqa: E402
 import train  # noqa: E402
 from audio import create_audio_tokenizer, load_audio  # noqa: E402
-from maps import Level, Note, load_level, read_level_file  # noqa: E402
-from utils import MIN_NOTE_SECONDS, onset_seconds, plain_notes, scorecard, write_synth_corpus  # noqa: E402
+from maps import (  # noqa: E402
+    Level,
+    Note,
+    load_level,
+    plain_notes,  # noqa: E402
+    read_level_file,
+)
+from utils import MIN_NOTE_SECONDS, onset_seconds, scorecard, write_synth_corpus  # noqa: E402
 
 DIFFICULTIES = ("Normal", "Expert")
 TOLERANCE = 0.04

@@ -1,9 +1,11 @@
 """Benchmark: tempo, first beat and tempo changes on songs whose beats are known.
 
-    python tests/bench_tempo.py [--tracker essentia librosa] [--synthetic 30] [--bars 40]
+    python tests/bench_tempo.py [--tracker essentia librosa] [--synthetic 30] [--bars 40] [--real DIR ...]
 
 Songs: the fixture levels that hold their song (the mapper's BPM and, where the level has
-them, its tempo regions are the truth), then synthetic songs (`utils.py synth --hard --tempo
+them, its tempo regions are the truth); the rendered LMMS demo songs (`utils.py realsongs`, the
+tempo exact from each project, reported apart for the corpus's train and held-out splits: no
+estimator change may be tuned on the held-out split); then synthetic songs (`utils.py synth --hard --tempo
 step|ramp`) whose tempo steps or ramps by 12-30% mid-song. Per song: the estimate against the
 mapper's BPM (`ok` within 2%; x2, x1/2 an octave off; x3/2, x2/3 ... another metrical level;
 else wrong), the first beat's phase error on the mapper's grid (beats), the confidence (`?`
@@ -13,7 +15,8 @@ Synthetic songs 00-09 were studied while the tempo-change steps were built; 10 o
 and get a summary line of their own.
 
 Targets: every fixture song within 2% octave-tolerant and at least 6 of 7 at the mapper's own
-level; synthetic tempo changes followed with >= 95% of beats within 1/8 beat; every wrong
+level; real music >= 95% within 2% octave-tolerant and >= 90% at the project's own BPM;
+synthetic tempo changes followed with >= 95% of beats within 1/8 beat; every wrong
 estimate doubtful. The last line reads `tempo: fixtures A/N at the mapper's level, B/N octave-
 tolerant; changes followed C/M; wrong estimates doubtful D/W; right ones doubtful E/R`.
 """
@@ -44,8 +47,11 @@ TUNED_SYNTHETIC = 20
 
 
 class Song:
-    def __init__(self, name: str, samples: np.ndarray, bpm: float, beats: np.ndarray, changes: bool):
+    def __init__(
+        self, name: str, samples: np.ndarray, bpm: float, beats: np.ndarray, changes: bool, kind: str = "fixture"
+    ):
         self.name, self.samples, self.bpm, self.beats, self.changes = name, samples, bpm, beats, changes
+        self.kind = kind  # "fixture", "real" (an LMMS song: tempo exact from its project) or "synth"
 
 
 def true_beats(bpm: float, regions, seconds: float) -> np.ndarray:
@@ -79,7 +85,20 @@ def synthetic_songs(count: int, bars: int) -> list[Song]:
         files, level = synth_level(index, seed=7, bars=bars, hard=True, tempo=change)
         samples = load_audio(read_level_file(files, "song.egg"), RATE)
         beats = true_beats(level.bpm, level.difficulties[0].bpm_events, samples.size / RATE)
-        found.append(Song(f"synth {change} {index:02d}", samples, level.bpm, beats, True))
+        found.append(Song(f"synth {change} {index:02d}", samples, level.bpm, beats, True, "synth"))
+    return found
+
+
+def real_songs(folders: list[Path]) -> list[Song]:
+    """The rendered LMMS songs (utils.py realsongs): the project's tempo is the truth, beat 0 at 0 s."""
+    found = []
+    for folder in folders:
+        for path in sorted(folder.glob("*.zip")):
+            level = load_level(path)
+            samples = load_audio(read_level_file(path, level.song_filename), RATE)
+            beats = true_beats(level.bpm, [], samples.size / RATE)
+            split = "held out" if folder.name.endswith("held-out") else "train"
+            found.append(Song(f"real {split[:5]} {path.stem[:28]}", samples, level.bpm, beats, False, "real"))
     return found
 
 
@@ -106,11 +125,20 @@ def main() -> None:
     parser.add_argument("--tracker", nargs="+", default=[TRACKERS[0]], choices=TRACKERS)
     parser.add_argument("--synthetic", type=int, default=30, help="synthetic songs, steps and ramps in turn")
     parser.add_argument("--bars", type=int, default=40, help="bars per synthetic song")
+    parser.add_argument(
+        "--real",
+        nargs="*",
+        default=["data/starter/real", "data/starter-held-out"],
+        help="folders of rendered LMMS songs (utils.py realsongs; train.py --starter builds these)",
+    )
     args = parser.parse_args()
     songs = fixture_songs() if FIXTURES.is_dir() else []
     if not songs:
-        print(f"no fixture songs at {FIXTURES}: synthetic songs only")
-    songs += synthetic_songs(args.synthetic, args.bars)
+        print(f"no fixture songs at {FIXTURES}")
+    real = real_songs([Path(f) for f in args.real if Path(f).is_dir()])
+    if not real:
+        print("no rendered LMMS songs: build them with python utils.py realsongs data/starter/real")
+    songs += real + synthetic_songs(args.synthetic, args.bars)
     for tracker in args.tracker:
         rows = []
         header = f"{'song':42s} {'mapper':>7s} {'estimate':>8s} {'class':6s} {'phase':>5s} {'conf':>5s} change"
@@ -121,7 +149,9 @@ def main() -> None:
             seconds = song.samples.size / RATE
             beat = tempo.first_beat * song.bpm / 60
             row = {
-                "fixture": not song.name.startswith("synth"),
+                "fixture": song.kind == "fixture",
+                "kind": song.kind,
+                "held_out": "held out" in song.name,
                 "class": ratio_class(tempo.bpm, song.bpm),
                 "phase": abs(beat - round(beat)),
                 "doubtful": tempo.doubtful,
@@ -135,7 +165,9 @@ def main() -> None:
                 f"{tempo.confidence:4.2f}{'?' if tempo.doubtful else ' '} {found:6s}  {row['followed']:8.3f}  "
                 f"{time.perf_counter() - start:5.1f}"
             )
-        held_out = [r for r, song in zip(rows, songs) if not r["fixture"] and int(song.name[-2:]) >= TUNED_SYNTHETIC]
+        held_out = [
+            r for r, song in zip(rows, songs) if song.kind == "synth" and int(song.name[-2:]) >= TUNED_SYNTHETIC
+        ]
         if held_out:
             last = TUNED_SYNTHETIC + len(held_out) - 1
             print(
@@ -143,6 +175,14 @@ def main() -> None:
                 f"{sum(r['followed'] >= 0.95 for r in held_out)}/{len(held_out)}, doubtful "
                 f"{sum(r['doubtful'] for r in held_out)}/{len(held_out)}"
             )
+        for split in ("train", "held out"):
+            part = [r for r in rows if r["kind"] == "real" and r["held_out"] == (split == "held out")]
+            if part:
+                print(
+                    f"real music ({split} split of the LMMS corpus): {sum(r['class'] == 'ok' for r in part)}/"
+                    f"{len(part)} at the project's BPM, {sum(r['class'] in OCTAVE for r in part)}/{len(part)} "
+                    f"octave-tolerant, doubtful {sum(r['doubtful'] for r in part)}/{len(part)}"
+                )
         fixtures = [r for r in rows if r["fixture"]]
         level = sum(r["class"] == "ok" for r in fixtures)
         octave = sum(r["class"] in OCTAVE for r in fixtures)

@@ -25,8 +25,8 @@ from data import (
     decode_notes,
     note_tokens_error,
 )
-from maps import ZippedBeatSaberDataset, load_level
-from utils import LEAD_IN_BARS, SYNTH_BPMS, SYNTH_RATE, plain_notes, synth_level, write_synth_corpus, write_zip
+from maps import ZippedBeatSaberDataset, load_level, plain_notes
+from utils import LEAD_IN_BARS, SYNTH_BPMS, SYNTH_RATE, synth_level, write_synth_corpus, write_zip
 
 CHUNK_BEATS = 8  # two bars: several chunks per short synthetic song
 
