@@ -31,9 +31,11 @@ RANK = int(os.environ.get("RANK", "0"))
 
 def _unsloth():
     """The unsloth module when it can be used (CUDA present, package installed, one process, not turned
-    off with AUTOMAPPER_UNSLOTH=0), else None. It must be imported before transformers and trl so that
-    its patches apply."""
-    if os.environ.get("AUTOMAPPER_UNSLOTH", "1") == "0" or not torch.cuda.is_available():
+    off with AUTOMAPPER_UNSLOTH=0; AUTOMAPPER_UNSLOTH=force imports it without CUDA too, where Unsloth
+    takes its own CPU backend: the rehearsal of this path on a CPU), else None. It must be imported
+    before transformers and trl so that its patches apply."""
+    switch = os.environ.get("AUTOMAPPER_UNSLOTH", "1")
+    if switch == "0" or (switch != "force" and not torch.cuda.is_available()):
         return None
     os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")  # no network probe at import
     if PROCESSES > 1:  # Unsloth's open-source build trains on one GPU

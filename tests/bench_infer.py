@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import io
 import math
+import os
 import sys
 import tempfile
 import time
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("AUTOMAPPER_UNSLOTH", "0")  # mapping needs none of Unsloth's training patches (import train)
 
 import infer  # noqa: E402
 import train  # noqa: E402

@@ -1,5 +1,6 @@
 """train.py on CPU: the CLI end to end with resume, label alignment, no truncation, clear errors."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -377,3 +378,30 @@ def test_unsloth_can_be_switched_off_by_environment():
     script = "import train, sys; sys.exit(train.UNSLOTH is not None)"
     env = os.environ | {"AUTOMAPPER_UNSLOTH": "0"}
     assert subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, check=False).returncode == 0
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("unsloth") is None,
+    reason="unsloth not installed: the rehearsal of the Unsloth path is opt-in "
+    "(pip install --no-deps --target DIR unsloth unsloth_zoo tyro docstring_parser typeguard cut_cross_entropy "
+    "hf_transfer, then PYTHONPATH=DIR)",
+)
+def test_unsloth_path_rehearsed_on_cpu_trains_reloads_and_maps(corpus, cache_dir, tmp_path):
+    # a small automapper checkpoint, then train.py's real Unsloth branch on it (Unsloth's own CPU backend)
+    base, out = tmp_path / "base", tmp_path / "out"
+    common = ["--data", str(corpus), "--codec-weights", "random", "--cache-dir", str(cache_dir), "--val-share", "0"]
+    common += ["--chunk-beats", "16", "--grad-accum", "1"]
+    assert _train(*common, "--tiny", "--max-steps", "1", "--output-dir", str(base)).returncode == 0
+    env = os.environ | {"AUTOMAPPER_UNSLOTH": "force", "HF_HUB_OFFLINE": "1", "UNSLOTH_DISABLE_STATISTICS": "1"}
+    flags = ["--model", str(base), "--max-steps", "3", "--learning-rate", "3e-3", "--output-dir", str(out)]
+    run = _train(*common, *flags, "--save-steps", "3", env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert f"training: {base}, Unsloth" in run.stdout
+    log = [entry for entry in _log(out / "checkpoint-3") if "loss" in entry]
+    assert len(log) == 3 and all(np.isfinite(e["loss"]) for e in log) and log[-1]["loss"] < log[0]["loss"]
+    assert all("mean_token_accuracy" in e for e in log)  # logged on this path too
+    source = sorted(corpus.glob("*.zip"))[0]
+    song = tmp_path / "song.egg"
+    song.write_bytes(zipfile.ZipFile(source).read("song.egg"))
+    flags = ["--model", str(out), "--bpm", str(load_level(source).bpm), "--offset", "0"]
+    assert infer.main([str(song), *flags, "--output", str(tmp_path / "level.zip")]) == 0
