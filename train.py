@@ -54,7 +54,7 @@ def _unsloth():
 UNSLOTH = _unsloth()
 
 import datasets  # noqa: E402
-from transformers import AutoModelForCausalLM, Qwen3Config, TrainerCallback  # noqa: E402
+from transformers import AutoModelForCausalLM, ProgressCallback, Qwen3Config, TrainerCallback  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 from audio import ENCODEC_WEIGHTS, AudioError, create_audio_tokenizer  # noqa: E402
@@ -377,6 +377,17 @@ class TimeLimit(TrainerCallback):
         self.spent = seconds.item() / self.seconds
         if self.spent >= 1:
             control.should_training_stop = True
+        self._show_steps_that_fit(state)
+
+    progress: object | None = None  # transformers' ProgressCallback, whose bar would count to --max-steps
+
+    def _show_steps_that_fit(self, state) -> None:
+        """The progress bar's total: the steps the minutes will hold at the pace so far (not --max-steps,
+        which the minutes cut short), so its ETA is the time limit's."""
+        bar = getattr(self.progress, "training_bar", None)
+        if bar is not None and self.spent > 0.01:
+            bar.total = min(state.max_steps, max(state.global_step, math.ceil(state.global_step / self.spent)))
+            bar.refresh()
 
 
 # learning-rate factor after warmup at progress p in [0, 1]
@@ -652,6 +663,10 @@ def build_trainer(args, model, train: BeatDataset, val: BeatDataset | None, info
         + ([TimeLimit(args.max_minutes)] if args.max_minutes else []),
     )
     trainer.time_limit = next((c for c in trainer.callback_handler.callbacks if isinstance(c, TimeLimit)), None)
+    if trainer.time_limit is not None:
+        trainer.time_limit.progress = next(
+            (c for c in trainer.callback_handler.callbacks if isinstance(c, ProgressCallback)), None
+        )
     if args.eval_maps and val is not None:
         trainer.map_eval = (val, args.eval_maps)
     return trainer

@@ -51,7 +51,7 @@ class Song:
         self, name: str, samples: np.ndarray, bpm: float, beats: np.ndarray, changes: bool, kind: str = "fixture"
     ):
         self.name, self.samples, self.bpm, self.beats, self.changes = name, samples, bpm, beats, changes
-        self.kind = kind  # "fixture", "real" (an LMMS song: tempo exact from its project) or "synth"
+        self.kind = kind  # "fixture", "real" / "real held out" (an LMMS song, its project's tempo) or "synth"
 
 
 def true_beats(bpm: float, regions, seconds: float) -> np.ndarray:
@@ -97,8 +97,17 @@ def real_songs(folders: list[Path]) -> list[Song]:
             level = load_level(path)
             samples = load_audio(read_level_file(path, level.song_filename), RATE)
             beats = true_beats(level.bpm, [], samples.size / RATE)
-            split = "held out" if folder.name.endswith("held-out") else "train"
-            found.append(Song(f"real {split[:5]} {path.stem[:28]}", samples, level.bpm, beats, False, "real"))
+            held = folder.name.endswith("held-out")
+            found.append(
+                Song(
+                    f"real {'held' if held else 'train'} {path.stem[:28]}",
+                    samples,
+                    level.bpm,
+                    beats,
+                    False,
+                    "real held out" if held else "real",
+                )
+            )
     return found
 
 
@@ -151,7 +160,6 @@ def main() -> None:
             row = {
                 "fixture": song.kind == "fixture",
                 "kind": song.kind,
-                "held_out": "held out" in song.name,
                 "class": ratio_class(tempo.bpm, song.bpm),
                 "phase": abs(beat - round(beat)),
                 "doubtful": tempo.doubtful,
@@ -176,12 +184,13 @@ def main() -> None:
                 f"{sum(r['doubtful'] for r in held_out)}/{len(held_out)}"
             )
         for split in ("train", "held out"):
-            part = [r for r in rows if r["kind"] == "real" and r["held_out"] == (split == "held out")]
+            part = [r for r in rows if r["kind"] == ("real" if split == "train" else "real held out")]
             if part:
                 print(
                     f"real music ({split} split of the LMMS corpus): {sum(r['class'] == 'ok' for r in part)}/"
                     f"{len(part)} at the project's BPM, {sum(r['class'] in OCTAVE for r in part)}/{len(part)} "
-                    f"octave-tolerant, doubtful {sum(r['doubtful'] for r in part)}/{len(part)}"
+                    f"octave-tolerant, beats followed {sum(r['followed'] >= 0.95 for r in part)}/{len(part)}, "
+                    f"doubtful {sum(r['doubtful'] for r in part)}/{len(part)}"
                 )
         fixtures = [r for r in rows if r["fixture"]]
         level = sum(r["class"] == "ok" for r in fixtures)

@@ -204,6 +204,19 @@ def test_time_limit_stops_training_once_the_budget_is_spent():
     assert control.should_training_stop
 
 
+def test_the_progress_bar_under_a_time_limit_counts_the_steps_that_fit():
+    from tqdm import tqdm
+    from transformers import TrainerControl, TrainerState
+
+    limit, control = train.TimeLimit(max_minutes=10), TrainerControl()
+    limit.progress = type("Progress", (), {"training_bar": tqdm(total=100_000, disable=True)})()
+    state = TrainerState(max_steps=100_000, global_step=50)
+    limit.on_train_begin(None, state, control)
+    limit.start -= 60  # one minute of the ten gone, 50 steps done: about 500 fit
+    limit.on_step_end(None, state, control)
+    assert 490 <= limit.progress.training_bar.total <= 510 and not control.should_training_stop
+
+
 @pytest.mark.parametrize("kind", ["linear", "cosine"])
 def test_timed_schedule_reaches_zero_when_the_minutes_or_the_steps_run_out(kind, monkeypatch):
     from transformers import TrainerControl
