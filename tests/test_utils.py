@@ -11,7 +11,7 @@ import pytest
 
 from audio import load_audio
 from conftest import ROOT, SHARED_MAPS, needs_shared
-from maps import DOT, Arc, Chain, Difficulty, Lightshow, Note, load_level
+from maps import DOT, Arc, Chain, Difficulty, Lightshow, Note, grid_fit, load_level, plain_notes, snap_ticks
 from utils import (
     CENTER_LIGHTS,
     EVENT_TYPES,
@@ -26,19 +26,16 @@ from utils import (
     RING_LIGHTS,
     TOOL,
     Onsets,
-    grid_fit,
     level_package,
     lightshow,
     onset_seconds,
     parity_log,
-    plain_notes,
     playability,
     playable,
     preview_size,
     rhythm_profile,
     scorecard,
     seams,
-    snap_ticks,
     song_beats_at,
     song_onsets,
     synth_level,
