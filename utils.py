@@ -28,6 +28,7 @@ import numpy as np
 
 from audio import ogg_vorbis
 from levels.hands import notes_on
+from levels.kits import KitError, kit_sounds
 from levels.realsongs import LMMS_PROJECTS, ProjectError, corpus_level_files, demo_projects, held_out, lmms_command
 from maps import (
     DEFAULT_ENVIRONMENT,
@@ -935,12 +936,20 @@ def synth_tempo_events(bpm: float, beats: int, change: str, rng: np.random.Gener
 
 
 def _render_hard(
-    hits: list[tuple[float, str]], bpm: float, beats: int, rng: np.random.Generator, events: list[BpmEvent] = ()
+    hits: list[tuple[float, str]],
+    bpm: float,
+    beats: int,
+    rng: np.random.Generator,
+    events: list[BpmEvent] = (),
+    kit: dict[str, np.ndarray] | None = None,
 ) -> np.ndarray:
     """song: [n] float32 at SYNTH_RATE: the hits (each on its exact sample, at a varied level) over chords
     that change every bar; bass notes are plucked tones whose pitch follows the chord. With tempo events
-    the beats fall where the events put them."""
+    the beats fall where the events put them. kit: recorded samples (levels.kits) for the drums, scaled to
+    the synthesized ones' levels."""
     sounds = _hard_drum_sounds(rng)
+    if kit is not None:
+        sounds |= {kind: sample * float(np.abs(sounds[kind]).max()) for kind, sample in kit.items()}
     seconds_per_beat = 60 / bpm
     if events:
         # times: [beats + 1] seconds of every beat; a hit between two beats is placed proportionally
@@ -986,7 +995,7 @@ def _hard_notes(hits: list[tuple[float, str]], expert: bool, rng: np.random.Gene
 
 
 def synth_level(
-    index: int, seed: int = 0, bars: int = 16, hard: bool = False, tempo: str = "steady"
+    index: int, seed: int = 0, bars: int = 16, hard: bool = False, tempo: str = "steady", kit: str | None = None
 ) -> tuple[dict[str, bytes], Level]:
     """One synthetic level: ({file name: bytes} of a playable level, its Level).
 
@@ -996,7 +1005,8 @@ def synth_level(
     rhythm (rests, syncopation, triplets, fills, dense runs) and instruments that carry no
     notes (hats, bass, chords); Expert on every lead hit, Normal on the kicks on whole beats.
     tempo (hard only): "step" or "ramp" changes the tempo mid-song (synth_tempo_events); the level
-    carries the changes as bpmEvents, its notes stay on their beats.
+    carries the changes as bpmEvents, its notes stay on their beats. kit (hard only): a recorded drum kit
+    (a Hydrogen kit's name or folder, levels.kits) plays the drums; the notes and everything else are the same.
     """
     rng = np.random.default_rng([seed, index, 1] if hard else [seed, index])
     total_bars = bars + LEAD_IN_BARS
@@ -1004,11 +1014,12 @@ def synth_level(
         bpm = round(float(rng.uniform(*HARD_BPM_RANGE)), int(rng.choice([0, 1, 2])))
         hits = _hard_hits(rng, total_bars)
         events = synth_tempo_events(bpm, total_bars * BEATS_PER_BAR, tempo, np.random.default_rng([seed, index, 2]))
-        song = _render_hard(hits, bpm, total_bars * BEATS_PER_BAR, rng, events)
+        sounds = kit_sounds(kit, SYNTH_RATE) if kit else None
+        song = _render_hard(hits, bpm, total_bars * BEATS_PER_BAR, rng, events, sounds)
         normal, expert = _hard_notes(hits, False, rng), _hard_notes(hits, True, rng)
     else:
-        if tempo != "steady":
-            raise ValueError("tempo changes are synthesized for hard songs only")
+        if tempo != "steady" or kit:
+            raise ValueError("tempo changes and recorded kits are for hard songs only")
         bpm, events = SYNTH_BPMS[index % len(SYNTH_BPMS)], []
         hits = _drum_hits(rng, total_bars)
         song = _render(hits, bpm, total_bars * BEATS_PER_BAR, rng)
@@ -1032,14 +1043,20 @@ def synth_level(
 
 
 def write_synth_corpus(
-    out_dir: str | os.PathLike, songs: int = 8, seed: int = 0, bars: int = 16, hard: bool = False, tempo: str = "steady"
+    out_dir: str | os.PathLike,
+    songs: int = 8,
+    seed: int = 0,
+    bars: int = 16,
+    hard: bool = False,
+    tempo: str = "steady",
+    kit: str | None = None,
 ) -> list[Path]:
     """Write synth_level(0..songs-1) as OUT_DIR/synth_NN.zip; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for index in range(songs):
-        files, _ = synth_level(index, seed, bars, hard, tempo)
+        files, _ = synth_level(index, seed, bars, hard, tempo, kit)
         paths.append(out / f"synth_{index:02d}.zip")
         write_zip(paths[-1], files)
     return paths
@@ -1261,6 +1278,11 @@ def build_parser() -> argparse.ArgumentParser:
     real.add_argument("--held-out-dir", help="folder for the held-out songs (default: OUT_DIR-held-out)")
     real.add_argument("--projects", default=str(LMMS_PROJECTS), help="folder of LMMS projects (.mmp/.mmpz)")
     real.add_argument("--jobs", type=int, default=2, help="projects rendered at once")
+    synth.add_argument(
+        "--kit",
+        help="with --hard: a recorded drum kit plays the drums, a Hydrogen kit's name (e.g. GMRockKit, from "
+        "apt-get install hydrogen-data) or a folder of its samples; default: synthesized hits",
+    )
     score = commands.add_parser(
         "score",
         formatter_class=HelpFormatter,
@@ -1302,9 +1324,14 @@ def main(argv: list[str] | None = None) -> int:
         return preview_level(args)
     if args.command == "realsongs":
         return real_corpus(args)
-    if args.tempo != "steady" and not args.hard:
-        parser.error("--tempo step/ramp needs --hard")
-    for path in write_synth_corpus(args.out_dir, args.songs, args.seed, args.bars, args.hard, args.tempo):
+    if (args.tempo != "steady" or args.kit) and not args.hard:
+        parser.error("--tempo step/ramp and --kit need --hard")
+    try:
+        paths = write_synth_corpus(args.out_dir, args.songs, args.seed, args.bars, args.hard, args.tempo, args.kit)
+    except KitError as e:
+        print(f"utils.py synth: {e}", file=sys.stderr)
+        return 2
+    for path in paths:
         print(path)
     return 0
 

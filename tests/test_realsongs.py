@@ -113,3 +113,31 @@ def test_the_corpus_command_writes_levels_and_holds_some_out(tmp_path):
     level = load_level(out / "Beats.zip")
     assert level.bpm == 120 and [len(d.notes) for d in level.difficulties] == [13, 20]  # kicks from beat 3, + snares
     assert level.song_filename == "song.egg" and level.difficulties[0].notes[0].beat == 3.0
+
+
+def test_a_recorded_kit_plays_the_synthetic_drums_and_the_notes_stay(tmp_path):
+    import io
+
+    import soundfile as sf
+
+    from levels.kits import KitError, kit_sounds
+    from utils import synth_level
+
+    kit = tmp_path / "kit"
+    kit.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("Kick-Med", "Kick-Hard", "Snare-Med", "SnareRimshot-Med", "Tom1-Med", "HatClosed-Med", "HatOpen-Med"):
+        sf.write(kit / f"{name}.wav", rng.normal(0, 0.3, 4410).astype(np.float32), 22050)  # another rate on purpose
+    sounds = kit_sounds(str(kit), 44100)
+    assert set(sounds) == {"kick", "snare", "tom", "hat", "open hat"}
+    assert all(len(s) == 8820 and np.abs(s).max() == pytest.approx(1.0) for s in sounds.values())  # resampled
+    plain, _ = synth_level(2, hard=True)
+    recorded, _ = synth_level(2, hard=True, kit=str(kit))
+    assert recorded["ExpertStandard.dat"] == plain["ExpertStandard.dat"]  # the same notes ...
+    ours, theirs = (sf.read(io.BytesIO(f["song.egg"]))[0] for f in (recorded, plain))
+    assert len(ours) == len(theirs) and not np.allclose(ours, theirs, atol=1e-3)  # ... over other drums
+    (kit / "Tom1-Med.wav").unlink()
+    with pytest.raises(KitError, match="no tom sample"):
+        kit_sounds(str(kit), 44100)
+    with pytest.raises(KitError, match="no drum kit at nowhere"):
+        kit_sounds("nowhere", 44100)
