@@ -443,6 +443,35 @@ def _first_beat(envelope: np.ndarray, bpm: float) -> float:
     return (int(np.argmax(_fold(envelope, bpm))) + 0.5) / PHASE_BINS * 60 / bpm
 
 
+LOW_BAND_HZ = 250  # the kick drum's band: its onsets mark the beat where the full band's peak sits off it
+
+
+def _low_band_envelope(onset_audio: np.ndarray) -> np.ndarray:
+    """onset_audio: [n] mono at ONSET_RATE -> the onset strength below LOW_BAND_HZ minus its local mean:
+    [frames] float, ENVELOPE_RATE per second (as _onset_envelope)."""
+    import librosa
+
+    bands = librosa.feature.melspectrogram(
+        y=onset_audio, sr=ONSET_RATE, hop_length=ONSET_HOP, n_fft=1024, fmax=LOW_BAND_HZ, n_mels=16
+    )
+    envelope = librosa.onset.onset_strength(S=librosa.power_to_db(bands), sr=ONSET_RATE)
+    return envelope - np.convolve(envelope, np.ones(LOCAL_MEAN_FRAMES) / LOCAL_MEAN_FRAMES, mode="same")
+
+
+def _half_beat_checked(onset_audio: np.ndarray, tracked: np.ndarray, bpm: float, first_beat: float) -> float:
+    """first_beat, or half a beat later where both the tracker's beats and the low band's onsets (kicks)
+    sit on that other half: on songs whose offbeats (hats, bass) are the loudest onsets the fold peaks
+    between the beats. Either witness alone moves a right phase as often as a wrong one."""
+    period = 60 / bpm
+    other = (first_beat + period / 2) % period
+    # offset: [beats] each tracked beat's place after first_beat, in beats 0..1; near 1/2 is the other half
+    offset = ((tracked - first_beat) / period) % 1
+    by_tracker = np.mean(np.abs(offset - 0.5) < 0.25) > 0.5
+    low = _fold(_low_band_envelope(onset_audio), bpm)  # [PHASE_BINS]
+    index = [int(phase / period * PHASE_BINS) % PHASE_BINS for phase in (first_beat, other)]
+    return other if by_tracker and low[index[1]] > low[index[0]] else first_beat
+
+
 def estimate_first_beat(samples: np.ndarray, sample_rate: int, bpm: float) -> float:
     """samples: [n] mono float, its known tempo -> seconds of its first beat, in [0, 60 / bpm)."""
     return _first_beat(_onset_envelope(_resampled(samples, sample_rate, ONSET_RATE)), bpm)
@@ -748,7 +777,8 @@ def estimate_tempo(samples: np.ndarray, sample_rate: int, tracker: str | None = 
     Candidates come from the beat tracker and the onset envelope's autocorrelation, with their
     metrical relatives; each is refined by folding the whole song's onsets (a 1% error drifts a
     64-beat window by most of a beat, a fold's peak blurs at any error) and scored by its fold's
-    sharpness and a prior over the tempi mappers choose. The first beat is the fold's peak phase.
+    sharpness and a prior over the tempi mappers choose. The first beat is the fold's peak phase, or
+    half a beat later where the tracker and the kick band both put the beat there (_half_beat_checked).
     When the onsets leave the best single grid (steady_share below STEADY_SHARE), or that grid is
     doubtful, and the tracker's beats, fitted by tempo regions, follow them better, the tempo
     changes: `beats` holds them.
@@ -762,7 +792,7 @@ def estimate_tempo(samples: np.ndarray, sample_rate: int, tracker: str | None = 
     envelope = _onset_envelope(onset_audio)
     candidates = tempo_candidates(envelope, 60 / float(np.median(np.diff(beats))))
     best = candidates[0]
-    first_beat = _first_beat(envelope, best.bpm)
+    first_beat = _half_beat_checked(onset_audio, beats, best.bpm, _first_beat(envelope, best.bpm))
     grid = _grid_times(best.bpm, first_beat, duration)  # [beats] seconds of the best single tempo's beats
     share = steady_share(envelope, grid)
     margin = best.score - candidates[1].score if len(candidates) > 1 else CLEAR_MARGIN
