@@ -702,26 +702,29 @@ def save_inference_files(output_dir: str | Path, info: dict) -> None:
     with atomic_file(Path(output_dir) / "automapper.json") as out:
         out.write(json.dumps(info, indent=2).encode())
     with atomic_file(Path(output_dir) / "README.md") as out:
-        out.write(model_card(info, Path(output_dir).name).encode())
+        out.write(model_card(info, str(output_dir)).encode())
     with_user_modes(output_dir)  # the weights as readable as any file the user makes
 
 
-def model_card(info: dict, name: str) -> str:
-    """README.md of a model folder: what it is, what it learned from, how to use it, and that its levels
-    are AI-made."""
+def model_card(info: dict, folder: str) -> str:
+    """README.md of a model folder (its path as train.py was given it): what it is, what it learned from,
+    how to use it, and that its levels are AI-made."""
     data, codec = info.get("data", {}), info["codec"]
     songs, chunks = data.get("songs", {}), data.get("chunks", {})
     evaluation = info.get("last_map_evaluation")
     test_codec = (
-        ": the random test codec, a demo or test model, not one for real songs" if codec["weights"] == "random" else ""
+        ": the random test codec, which needs no download but hears less of a song than Encodec's real weights"
+        if codec["weights"] == "random"
+        else ""
     )
     lines = [
-        f"# {name}: a Beat Saber automapper model",
+        f"# {Path(folder).name}: a Beat Saber automapper model",
         "",
         "Maps songs to Beat Saber levels with the beat-saber-automapper project's `infer.py`. **Every level it "
         "makes is AI-generated: declare it as AI-made when you upload it** (BeatSaver asks for this).",
         "",
-        f"- base model: {info.get('base_model', 'unknown')}, fully fine-tuned",
+        f"- what it is: {info.get('model_kind', 'trained')}; base model {info.get('base_model', 'unknown')}, fully "
+        "fine-tuned",
         f"- token space: version {info['token_space_version']} ({info.get('ppq', PPQ)} ticks per beat, "
         f"{info.get('chunk_beats')}-beat windows, sequences up to {info.get('max_seq_length')} tokens)",
         f"- audio codec: {codec['id']} (weights: {codec['weights']}, {codec['frame_rate']:g} frames/s){test_codec}",
@@ -740,7 +743,7 @@ def model_card(info: dict, name: str) -> str:
         "## Use",
         "",
         "```bash",
-        f"python infer.py song.ogg --model {name} --difficulty Normal Expert --preview",
+        f"python infer.py song.ogg --model {folder} --difficulty Normal Expert --preview",
         "python utils.py score song.zip",
         "```",
         "",
