@@ -580,7 +580,7 @@ def map_quality(model, val: BeatDataset, count: int, seed: int = 0) -> dict[str,
     """Map `count` validation chunks (spread over the set) as infer.py would and score them against
     their true notes: timing F1 (40 ms), density ratio (generated / true notes), parity errors per swing."""
     from infer import decode, sampling_options
-    from utils import TOLERANCE, note_seconds, playability, timing_scores
+    from utils import scorecard
 
     picks = np.linspace(0, len(val) - 1, min(count, len(val))).round().astype(int)
     # rows as infer.decode takes them: (difficulty, first beat, ticks in the chunk, prompt tokens)
@@ -607,9 +607,9 @@ def map_quality(model, val: BeatDataset, count: int, seed: int = 0) -> dict[str,
     f1, notes, true_notes, errors, swings = [], 0, 0, 0, 0
     for chunk, truth, bpm in zip(generated, truths, bpms):
         ours, true = ([Note(t / PPQ, x, y, c, d) for t, x, y, c, d in part] for part in (chunk, truth))
-        f1.append(timing_scores(note_seconds(ours, bpm), note_seconds(true, bpm), TOLERANCE)["timing_f1"])
+        card = scorecard(ours, bpm, reference=true, chunk_beats=val.chunk_beats)  # the one scorecard, 40 ms
+        f1.append(card["timing_f1"])
         notes, true_notes = notes + len(ours), true_notes + len(true)
-        card = playability(ours, bpm)
         errors, swings = errors + card["parity_errors"], swings + card["swings"]
     return {
         "map_timing_f1": float(np.mean(f1)),
