@@ -47,7 +47,7 @@ def load_audio(
     if not source if raw else os.path.isfile(source) and os.path.getsize(source) == 0:
         raise AudioError(f"{name}: empty file (0 bytes)")
     try:
-        data, rate = sf.read(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source, dtype="float32")
+        data, rate = sf.read(io.BytesIO(source) if raw else source, dtype="float32")
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as e:
         raise AudioError(f"{name}: unreadable audio ({e})") from None
     # data: [n] or [n, channels] float32 in -1..1 at `rate`
@@ -419,7 +419,13 @@ def _onset_envelope(onset_audio: np.ndarray) -> np.ndarray:
     ENVELOPE_RATE per second."""
     import librosa
 
-    envelope = librosa.onset.onset_strength(y=onset_audio, sr=ONSET_RATE, hop_length=ONSET_HOP, n_fft=1024)
+    return _minus_local_mean(
+        librosa.onset.onset_strength(y=onset_audio, sr=ONSET_RATE, hop_length=ONSET_HOP, n_fft=1024)
+    )
+
+
+def _minus_local_mean(envelope: np.ndarray) -> np.ndarray:
+    """[frames] onset strength minus its LOCAL_MEAN_FRAMES moving mean: onsets stand out of loud passages."""
     return envelope - np.convolve(envelope, np.ones(LOCAL_MEAN_FRAMES) / LOCAL_MEAN_FRAMES, mode="same")
 
 
@@ -454,8 +460,7 @@ def _low_band_envelope(onset_audio: np.ndarray) -> np.ndarray:
     bands = librosa.feature.melspectrogram(
         y=onset_audio, sr=ONSET_RATE, hop_length=ONSET_HOP, n_fft=1024, fmax=LOW_BAND_HZ, n_mels=16
     )
-    envelope = librosa.onset.onset_strength(S=librosa.power_to_db(bands), sr=ONSET_RATE)
-    return envelope - np.convolve(envelope, np.ones(LOCAL_MEAN_FRAMES) / LOCAL_MEAN_FRAMES, mode="same")
+    return _minus_local_mean(librosa.onset.onset_strength(S=librosa.power_to_db(bands), sr=ONSET_RATE))
 
 
 def _half_beat_checked(onset_audio: np.ndarray, tracked: np.ndarray, bpm: float, first_beat: float) -> float:

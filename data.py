@@ -292,9 +292,8 @@ class NoteGrammar:
     direction or are dots. With max_notes_per_beat (one cap, or one per row), no span of one beat holds
     more than that many notes (rounded down): at a tick t, a row whose notes in (t - PPQ, t] already
     number the cap writes no note there, so no burst can spend a window's notes. Never the reserved
-    direction, never
-    an id outside the token space. One instance serves one generate() call over a batch of prompts of
-    one (left-padded) length.
+    direction, never an id outside the token space. One instance serves one generate() call over a
+    batch of prompts of one (left-padded) length.
     """
 
     def __init__(

@@ -787,7 +787,8 @@ def main(argv: list[str] | None = None) -> int:
                 chunks += "changes, each chunk inside one tempo region)"
             batch = args.batch_size * args.grad_accum * state.num_processes
             print(f"training: {how}; {chunks}; {state.num_processes} process(es), effective batch {batch}", flush=True)
-        trainer = build_trainer(args, model, train, val, checkpoint_info(args, info["codec"], info["data"]))
+        saved = checkpoint_info(args, info["codec"], info["data"])  # automapper.json as known before training
+        trainer = build_trainer(args, model, train, val, saved)
         trainer.train(resume_from_checkpoint=args.resume or None)
     except UsageError as e:
         if main_process:
@@ -808,7 +809,7 @@ def main(argv: list[str] | None = None) -> int:
     trainer.save_model(args.output_dir)  # writes on the main process only
     if not trainer.is_world_process_zero():
         return 0
-    checkpoint = checkpoint_info(args, info["codec"], info["data"]) | {"steps": trainer.state.global_step}
+    checkpoint = saved | {"steps": trainer.state.global_step}
     if trainer.last_map_eval is not None:
         checkpoint["last_map_evaluation"] = {"step": trainer.state.global_step} | trainer.last_map_eval
     save_inference_files(args.output_dir, checkpoint)

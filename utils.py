@@ -14,7 +14,6 @@ import io
 import json
 import math
 import os
-import re
 import sys
 import zipfile
 from collections import Counter, deque
@@ -29,7 +28,15 @@ import numpy as np
 from audio import ogg_vorbis
 from levels.hands import notes_on
 from levels.kits import KitError, kit_sounds
-from levels.realsongs import LMMS_PROJECTS, ProjectError, corpus_level_files, demo_projects, held_out, lmms_command
+from levels.realsongs import (
+    LMMS_PROJECTS,
+    ProjectError,
+    corpus_level_files,
+    demo_projects,
+    held_out,
+    lmms_command,
+    project_name,
+)
 from maps import (
     DEFAULT_ENVIRONMENT,
     DOT,
@@ -1181,7 +1188,7 @@ def write_real_corpus(
     spare = Path(held_out_dir or f"{out}-held-out")
 
     def target(project: Path) -> Path:
-        name = re.sub(r"\.mmpz?$", "", project.name)
+        name = project_name(project)
         return (spare if held_out(name) else out) / f"{name}.zip"
 
     todo = [p for p in projects if not target(p).is_file()]

@@ -55,7 +55,12 @@ class Project:
 
     @property
     def name(self) -> str:
-        return re.sub(r"\.mmpz?$", "", self.path.name)
+        return project_name(self.path)
+
+
+def project_name(path: Path) -> str:
+    """A project's song name: its file name without .mmp/.mmpz."""
+    return re.sub(r"\.mmpz?$", "", path.name)
 
 
 def project_xml(path: Path) -> ET.Element:
