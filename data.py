@@ -27,9 +27,11 @@ from tqdm import tqdm
 
 from audio import AudioError, load_audio
 from maps import (
+    BEATS_PER_BAR,
     COLORS,
     DIFFICULTY_RANKS,
     DOT,
+    GRID_CELLS,
     GRID_COLUMNS,
     GRID_ROWS,
     PPQ,
@@ -218,7 +220,6 @@ def note_tokens_error(tokens: Sequence[int], chunk_ticks: int = TIME.size) -> st
 
 # ---------------------------------------------------------------- chunks (training and inference alike)
 
-BEATS_PER_BAR = 4  # chunks start on bar lines of 4/4 time
 FIXED_TOKENS = 6  # BOS, AUDIO_START, AUDIO_END, NOTES_START, DIFF_x, EOS
 
 
@@ -279,7 +280,7 @@ def generated_notes(tokens: Sequence[int]) -> list[ChunkNote]:
 # note-type fields by offset in the note range: [240] int each
 _TYPE_X, _TYPE_Y, _TYPE_COLOR, _TYPE_DIRECTION = map(np.array, zip(*map(note_fields, range(NOTE.start, NOTE.stop))))
 _TYPE_CELL = _TYPE_Y * GRID_COLUMNS + _TYPE_X
-LAST_CELL = GRID_ROWS * GRID_COLUMNS - 1
+LAST_CELL = GRID_CELLS - 1
 
 
 class NoteGrammar:

@@ -55,18 +55,11 @@ from data import (
     generated_notes,
     prompt_tokens,
 )
+from levels.lightshow import LIGHT_MODES
+from levels.package import OUTPUT_RATE, cover_from_image, level_package, write_level
+from levels.playability import REPAIRS, playable
+from levels.preview import preview_path, preview_png
 from maps import BpmEvent, HelpFormatter, Note, atomic_file
-from utils import (
-    LIGHT_MODES,
-    OUTPUT_RATE,
-    REPAIRS,
-    cover_from_image,
-    level_package,
-    playable,
-    preview_path,
-    preview_png,
-    write_level,
-)
 
 EXIT_USAGE = 2
 STARTER_DIR = "output/starter"  # where train.py --starter saves the offline starter model

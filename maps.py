@@ -32,6 +32,8 @@ import numpy as np
 
 GRID_COLUMNS = 4  # x 0..3, left to right
 GRID_ROWS = 3  # y 0..2, bottom to top
+GRID_CELLS = GRID_ROWS * GRID_COLUMNS
+BEATS_PER_BAR = 4  # every song here is read and written in 4/4: bars, chunk starts and lightshow phrases
 DEFAULT_ENVIRONMENT = "DefaultEnvironment"  # "The First"; Info.dat's environment when it names none
 COLORS = 2  # 0 red (left saber), 1 blue (right saber)
 DIRECTIONS = 9  # 0 up, 1 down, 2 left, 3 right, 4 up-left, 5 up-right, 6 down-left, 7 down-right, 8 dot

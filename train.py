@@ -436,8 +436,8 @@ class EpochCallback(TrainerCallback):
 def starter_corpus(folder: Path) -> None:
     """The starter's data, built where missing: folder/real (the LMMS demo songs, utils.py realsongs; the
     held-out ones beside the folder) and folder/synth (STARTER_SYNTH_SONGS hard synthetic songs)."""
-    from levels.realsongs import ProjectError
-    from utils import write_real_corpus, write_synth_corpus
+    from levels.realsongs import ProjectError, write_real_corpus
+    from levels.synth import write_synth_corpus
 
     real, synth = folder / "real", folder / "synth"
     try:
@@ -580,7 +580,7 @@ def map_quality(model, val: BeatDataset, count: int, seed: int = 0) -> dict[str,
     """Map `count` validation chunks (spread over the set) as infer.py would and score them against
     their true notes: timing F1 (40 ms), density ratio (generated / true notes), parity errors per swing."""
     from infer import decode, sampling_options
-    from utils import scorecard
+    from levels.scorecard import scorecard
 
     picks = np.linspace(0, len(val) - 1, min(count, len(val))).round().astype(int)
     # rows as infer.decode takes them: (difficulty, first beat, ticks in the chunk, prompt tokens)

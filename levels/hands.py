@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from maps import DOWN, UP, Note
+from maps import BEATS_PER_BAR, DOWN, UP, Note
 
-BEATS_PER_BAR = 4  # the corpora's songs are in 4/4
 RED_COLUMNS, BLUE_COLUMNS = (0, 1), (2, 3)  # the left hand's columns, the right hand's
 
 

@@ -12,6 +12,7 @@ LMMS counts 48 ticks per quarter note (192 per 4/4 bar), the same grid as the to
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from levels.hands import notes_on
+from levels.package import write_zip
 from maps import Difficulty, Level
 
 LMMS_PROJECTS = Path("/usr/share/lmms/projects")
@@ -229,3 +231,43 @@ def corpus_level_files(project_path: Path, work: Path, seed: int = 0) -> dict[st
     finally:
         wav.unlink(missing_ok=True)
     return level_files(level) | {"song.egg": ogg_vorbis(samples, rate)}
+
+
+def write_real_corpus(
+    out: Path, held_out_dir: str | os.PathLike | None = None, projects_dir: Path = LMMS_PROJECTS, jobs: int = 2
+) -> tuple[int, int]:
+    """Render every LMMS demo project into a level zip: the held-out ones (held_out) into held_out_dir
+    (default OUT-held-out), the rest into out; zips already there are kept -> (levels there, skipped).
+    Raises ProjectError when lmms or the projects are missing."""
+    import tempfile
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    lmms_command()
+    projects = demo_projects(projects_dir)
+    if not projects:
+        raise ProjectError(f"no LMMS projects under {projects_dir} (Debian: apt-get install lmms-common)")
+    spare = Path(held_out_dir or f"{out}-held-out")
+
+    def target(project: Path) -> Path:
+        name = project_name(project)
+        return (spare if held_out(name) else out) / f"{name}.zip"
+
+    todo = [p for p in projects if not target(p).is_file()]
+    written, failed = len(projects) - len(todo), 0
+    with tempfile.TemporaryDirectory() as work, ThreadPoolExecutor(max(1, jobs)) as pool:
+        jobs_by_project = {project: pool.submit(corpus_level_files, project, Path(work)) for project in todo}
+        for project, job in tqdm(jobs_by_project.items(), desc="rendering", unit="song", disable=None):
+            try:
+                files = job.result()
+            except (ProjectError, OSError, RuntimeError) as e:
+                failed += 1
+                tqdm.write(f"skipped {project.name}: {str(e).splitlines()[0]}")
+                continue
+            target(project).parent.mkdir(parents=True, exist_ok=True)
+            write_zip(target(project), files)
+            written += 1
+    train, spared = len(list(out.glob("*.zip"))), len(list(spare.glob("*.zip")))
+    print(f"{written} levels: {train} to train on in {out}, {spared} held out in {spare}; {failed} skipped")
+    return written, failed

@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from audio import create_audio_tokenizer, load_audio  # noqa: E402
 from data import BeatDataset, audio_masking_collator  # noqa: E402
+from levels.synth import synth_level, write_synth_corpus  # noqa: E402
 from maps import ZippedBeatSaberDataset  # noqa: E402
-from utils import synth_level, write_synth_corpus  # noqa: E402
 
 
 def best_seconds(fn, trials: int) -> float:

@@ -35,7 +35,7 @@ import infer  # noqa: E402
 import train  # noqa: E402
 from audio import create_audio_tokenizer  # noqa: E402
 from data import CODEBOOK_SIZE, EOS, MARKER_TICKS, PAD, NoteGrammar, chunk_markers, prompt_tokens  # noqa: E402
-from utils import SYNTH_BPMS, synth_level  # noqa: E402
+from levels.synth import SYNTH_BPMS, synth_level  # noqa: E402
 
 CHUNK_BEATS, BPM = 64, 120.0
 NOTE_TOKENS = len(MARKER_TICKS) * CHUNK_BEATS + 160  # v4: every grid tick's time token, then 160 note types

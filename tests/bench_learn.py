@@ -41,6 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import infer  # noqa: E402
 import train  # noqa: E402
 from audio import create_audio_tokenizer, load_audio  # noqa: E402
+from levels.playability import MIN_NOTE_SECONDS  # noqa: E402
+from levels.scorecard import onset_seconds, scorecard  # noqa: E402
+from levels.synth import write_synth_corpus  # noqa: E402
 from maps import (  # noqa: E402
     Level,
     Note,
@@ -48,7 +51,6 @@ from maps import (  # noqa: E402
     plain_notes,  # noqa: E402
     read_level_file,
 )
-from utils import MIN_NOTE_SECONDS, onset_seconds, scorecard, write_synth_corpus  # noqa: E402
 
 DIFFICULTIES = ("Normal", "Expert")
 TOLERANCE = 0.04

@@ -34,8 +34,9 @@ from bench_learn import map_song  # noqa: E402
 from audio import load_audio  # noqa: E402
 from data import PEAK_NOTES_PER_BEAT  # noqa: E402
 from infer import STARTER_DIR  # noqa: E402
+from levels.playability import MIN_NOTE_SECONDS  # noqa: E402
+from levels.scorecard import Onsets, onset_seconds, scorecard, song_onsets  # noqa: E402
 from maps import Note, load_level, plain_notes, read_level_file, tempo_map  # noqa: E402
-from utils import MIN_NOTE_SECONDS, Onsets, onset_seconds, scorecard, song_onsets  # noqa: E402
 
 DIFFICULTIES = ("Normal", "Expert")
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "maps"

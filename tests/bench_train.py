@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 def tiny_cpu(steps: int) -> dict:
     import train
     from data import audio_masking_collator
-    from utils import write_synth_corpus
+    from levels.synth import write_synth_corpus
 
     with tempfile.TemporaryDirectory() as tmp:
         write_synth_corpus(Path(tmp) / "synth", songs=4, bars=16)

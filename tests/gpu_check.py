@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from audio import create_audio_tokenizer  # noqa: E402
-from utils import SYNTH_BPMS, synth_level  # noqa: E402
+from levels.synth import SYNTH_BPMS, synth_level  # noqa: E402
 
 SONG_BPM = 120.0
 

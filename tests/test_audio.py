@@ -130,7 +130,7 @@ def _distinct_codes(tokenizer, samples: np.ndarray) -> list[int]:
 
 
 def test_random_codebooks_spread_on_a_synthetic_song(tokenizer):
-    from utils import synth_level
+    from levels.synth import synth_level
 
     files, _ = synth_level(0, bars=4)
     # a drum loop repeats far more than music, but must not collapse onto a few codes
@@ -153,7 +153,7 @@ def test_missing_pretrained_weights_say_how_to_fix():
 
 
 def test_random_codes_tell_drum_hits_from_the_sound_between_them(tokenizer):
-    from utils import synth_level
+    from levels.synth import synth_level
 
     files, level = synth_level(0, bars=8)
     codes = tokenizer.encode(load_audio(files["song.egg"], 24000)[None])  # [frames, 2]
@@ -230,7 +230,7 @@ def test_region_beats_bring_a_stretch_off_the_beat_back_to_the_grid_of_onsets_th
 
 def test_tempo_candidates_hold_metrical_relatives_and_the_best_is_the_tempo():
     from audio import ONSET_RATE, TEMPO_RANGE, _onset_envelope, tempo_candidates
-    from utils import synth_level
+    from levels.synth import synth_level
 
     files, level = synth_level(2, seed=3, bars=12, hard=True)
     samples = load_audio(files["song.egg"], ONSET_RATE)
@@ -252,8 +252,8 @@ def test_bpm_prior_is_the_geometric_mean_and_log_spread():
 @pytest.mark.parametrize("change", ["steady", "step", "ramp"])
 def test_estimate_tempo_finds_and_follows_tempo_changes(change):
     from audio import estimate_tempo
+    from levels.synth import synth_level
     from maps import beat_seconds
-    from utils import synth_level
 
     files, level = synth_level(2 if change == "step" else 1, seed=7, bars=40, hard=True, tempo=change)
     samples = load_audio(files["song.egg"], 44100)

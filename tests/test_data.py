@@ -25,8 +25,9 @@ from data import (
     decode_notes,
     note_tokens_error,
 )
+from levels.package import write_zip
+from levels.synth import LEAD_IN_BARS, SYNTH_BPMS, SYNTH_RATE, synth_level, write_synth_corpus
 from maps import ZippedBeatSaberDataset, load_level, plain_notes
-from utils import LEAD_IN_BARS, SYNTH_BPMS, SYNTH_RATE, synth_level, write_synth_corpus, write_zip
 
 CHUNK_BEATS = 8  # two bars: several chunks per short synthetic song
 

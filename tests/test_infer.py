@@ -28,8 +28,10 @@ from data import (
     generated_notes,
     note_tokens_error,
 )
+from levels.lightshow import ENVIRONMENT
+from levels.package import GENERATED_BY, TOOL, write_zip
+from levels.synth import synth_level
 from maps import MapError, Note, load_level
-from utils import ENVIRONMENT, GENERATED_BY, TOOL, synth_level, write_zip
 
 CHUNK_BEATS = 8
 

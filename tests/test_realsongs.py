@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from levels.realsongs import ProjectError, project_level, read_project, render
+from levels.scorecard import onset_seconds
 from maps import load_level
-from utils import onset_seconds
 
 NEEDS_LMMS = pytest.mark.skipif(shutil.which("lmms") is None, reason="lmms not installed (apt-get install lmms)")
 
@@ -121,7 +121,7 @@ def test_a_recorded_kit_plays_the_synthetic_drums_and_the_notes_stay(tmp_path):
     import soundfile as sf
 
     from levels.kits import KitError, kit_sounds
-    from utils import synth_level
+    from levels.synth import synth_level
 
     kit = tmp_path / "kit"
     kit.mkdir()

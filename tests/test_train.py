@@ -26,8 +26,9 @@ from data import (
     audio_masking_collator,
     audio_token_ids,
 )
+from levels.package import write_zip
+from levels.synth import synth_level, write_synth_corpus
 from maps import current_umask, load_level
-from utils import synth_level, write_synth_corpus, write_zip
 
 
 @pytest.fixture(scope="module")

@@ -11,38 +11,36 @@ import pytest
 
 from audio import load_audio
 from conftest import ROOT, SHARED_MAPS, needs_shared
-from maps import DOT, Arc, Chain, Difficulty, Lightshow, Note, grid_fit, load_level, plain_notes, snap_ticks
-from utils import (
+from levels.lightshow import (
     CENTER_LIGHTS,
     EVENT_TYPES,
-    GENERATED_BY,
     LEFT_LASER_SPEED,
     LIGHT_OFF,
     LIGHT_TYPES,
     MAX_LASER_SPEED,
     MAX_LIGHT_VALUE,
-    OUTPUT_RATE,
     RIGHT_LASER_SPEED,
     RING_LIGHTS,
-    TOOL,
-    Onsets,
-    level_package,
     lightshow,
+)
+from levels.package import GENERATED_BY, OUTPUT_RATE, TOOL, level_package, write_zip
+from levels.playability import playable
+from levels.preview import preview_size
+from levels.scorecard import (
+    Onsets,
     onset_seconds,
     parity_log,
     playability,
-    playable,
-    preview_size,
     rhythm_profile,
     scorecard,
     seams,
     song_beats_at,
     song_onsets,
-    synth_level,
     timing_scores,
     variety,
-    write_zip,
 )
+from levels.synth import synth_level
+from maps import DOT, Arc, Chain, Difficulty, Lightshow, Note, grid_fit, load_level, plain_notes, snap_ticks
 from utils import main as utils_main
 
 
@@ -381,7 +379,7 @@ def test_scorecard_times_a_changing_map_by_its_tempo_events():
 
 
 def test_timing_match_is_a_maximum_matching_on_notes_closer_than_the_tolerance():
-    from utils import timing_scores
+    from levels.scorecard import timing_scores
 
     rng = np.random.default_rng(0)
     reference = np.cumsum(rng.exponential(0.025, 400))  # [400] seconds, most gaps under the 40 ms tolerance
@@ -393,7 +391,7 @@ def test_timing_match_is_a_maximum_matching_on_notes_closer_than_the_tolerance()
 
 @needs_shared
 def test_timing_match_on_a_dense_human_map():
-    from utils import note_seconds, timing_scores
+    from levels.scorecard import note_seconds, timing_scores
 
     level = load_level(SHARED_MAPS / "kivalevan_ex_journey")
     notes = next(d for d in level.difficulties if d.difficulty == "ExpertPlus" and d.characteristic == "Standard").notes

@@ -1,0 +1,140 @@
+"""The preview picture: a lane chart of a level's notes over its song's onsets."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from maps import (
+    BEATS_PER_BAR,
+    DOT,
+    GRID_CELLS,
+    GRID_COLUMNS,
+    GRID_ROWS,
+    BpmEvent,
+    Level,
+    Note,
+    beat_seconds,
+    on_grid,
+    plain_notes,
+    tempo_map,
+)
+
+PREVIEW_WIDTH = 1200  # pixels of time axis
+LABEL_WIDTH = 90
+LANE_HEIGHT = 11  # one lane per grid cell: 12 lanes, top row first, columns left to right in each row
+ONSET_HEIGHT = 40
+PANEL_GAP = 14
+HEADER_HEIGHT = 36
+NOTE_RGB = ((235, 60, 70), (60, 130, 245))  # red (left saber), blue (right saber)
+# cut direction -> (dx, dy) in image coordinates (y grows downwards)
+ARROW = {0: (0, -1), 1: (0, 1), 2: (-1, 0), 3: (1, 0), 4: (-1, -1), 5: (1, -1), 6: (-1, 1), 7: (1, 1)}
+
+
+def preview_size(difficulties: int) -> tuple[int, int]:
+    """(width, height) in pixels of a preview with this many difficulty panels."""
+    panel = GRID_CELLS * LANE_HEIGHT + ONSET_HEIGHT + PANEL_GAP
+    return LABEL_WIDTH + PREVIEW_WIDTH, HEADER_HEIGHT + max(1, difficulties) * panel
+
+
+def preview_png(
+    notes: dict[str, list[Note]],
+    bpm: float,
+    samples: np.ndarray,
+    rate: int,
+    seconds: float = 30.0,
+    title: str = "",
+    bpm_events: list[BpmEvent] = (),
+) -> bytes:
+    """A PNG lane chart of the first `seconds` of a level: per difficulty ({name: notes}), the 12 grid
+    cells as lanes (top row first) with each note as an arrow in its cut direction (a dot for dot notes)
+    in its saber's colour, the song's onset strength under them, bar lines bright, beats faint.
+    samples: [n] mono float at `rate`, beat 0 on sample 0 (as the level's song); beats are timed by bpm
+    and, where the tempo changes, bpm_events."""
+    import librosa
+    from PIL import Image, ImageDraw
+
+    width, height = preview_size(len(notes))
+    image = Image.new("RGB", (width, height), (18, 18, 24))
+    draw = ImageDraw.Draw(image)
+    draw.text((8, 7), f"{title}  {bpm:g} BPM  first {seconds:g} s".strip(), fill=(230, 230, 230))
+    hop = 512
+    strength = librosa.onset.onset_strength(y=samples.astype(np.float32), sr=rate, hop_length=hop)  # [frames]
+    # scaled to its 99th percentile, so one loud hit cannot flatten the rest
+    strength = np.clip(strength / max(float(np.percentile(strength, 99)), 1e-9), 0, 1)
+    frames = strength[: int(seconds * rate / hop) + 1]
+
+    def x_of(second: float) -> float:
+        return LABEL_WIDTH + second / seconds * PREVIEW_WIDTH
+
+    fastest = max([bpm, *(e.bpm for e in bpm_events)])
+    beat_times = beat_seconds(np.arange(int(seconds * fastest / 60) + 1, dtype=np.float64), bpm, bpm_events)
+    panel = GRID_CELLS * LANE_HEIGHT + ONSET_HEIGHT + PANEL_GAP
+    for i, (name, chosen) in enumerate(notes.items()):
+        top = HEADER_HEIGHT + i * panel
+        bottom = top + GRID_CELLS * LANE_HEIGHT + ONSET_HEIGHT
+        draw.text((8, top + 4), f"{name}", fill=(230, 230, 230))
+        draw.text((8, top + 18), f"{len(chosen)} notes", fill=(150, 150, 160))
+        for row in range(GRID_ROWS):  # a darker band per grid row
+            y0 = top + row * GRID_COLUMNS * LANE_HEIGHT
+            shade = (30, 30, 40) if row % 2 == 0 else (38, 38, 50)
+            draw.rectangle((LABEL_WIDTH, y0, width, y0 + GRID_COLUMNS * LANE_HEIGHT - 1), fill=shade)
+        for beat, second in enumerate(beat_times[beat_times <= seconds]):
+            x = x_of(float(second))
+            bar = beat % BEATS_PER_BAR == 0
+            draw.line((x, top, x, bottom), fill=(120, 120, 140) if bar else (55, 55, 70), width=1)
+        base = bottom  # the onset strength rises from the panel's bottom
+        curve = [(x_of(f * hop / rate), base - v * (ONSET_HEIGHT - 4)) for f, v in enumerate(frames)]
+        if len(curve) > 1:
+            draw.polygon([(curve[0][0], base), *curve, (curve[-1][0], base)], fill=(90, 170, 120))
+        note_times = beat_seconds(np.array([n.beat for n in chosen], dtype=np.float64), bpm, bpm_events)
+        for note, second in zip(chosen, note_times):
+            if not 0 <= second <= seconds or not on_grid(note):
+                continue
+            lane = (GRID_ROWS - 1 - note.y) * GRID_COLUMNS + note.x
+            cx, cy = x_of(second), top + lane * LANE_HEIGHT + LANE_HEIGHT / 2
+            color = NOTE_RGB[note.color]
+            r = LANE_HEIGHT / 2 - 1
+            if note.direction == DOT:
+                draw.ellipse((cx - r + 1, cy - r + 1, cx + r - 1, cy + r - 1), fill=color)
+                continue
+            dx, dy = ARROW[note.direction]
+            norm = math.hypot(dx, dy)
+            ux, uy = dx / norm, dy / norm  # the cut direction; the triangle's tip points along it
+            tip = (cx + ux * r, cy + uy * r)
+            left = (cx - ux * r - uy * r, cy - uy * r + ux * r)
+            right = (cx - ux * r + uy * r, cy - uy * r - ux * r)
+            draw.polygon([tip, left, right], fill=color)
+    for second in range(0, int(seconds) + 1, 5):  # time labels under the header
+        draw.text((x_of(second) + 2, HEADER_HEIGHT - 13), f"{second}s", fill=(150, 150, 160))
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def level_preview(level: Level, seconds: float = 30.0, difficulties: list[str] | None = None) -> bytes:
+    """preview_png of a loaded level (zip or folder): its Standard difficulties (or those named) and its song.
+    Raises MapError/AudioError when the song cannot be read, ValueError when no difficulty is left."""
+    from audio import load_audio
+    from maps import read_level_file
+
+    chosen = {d.difficulty: plain_notes(d) for d in level.difficulties if d.characteristic == "Standard"}
+    chosen = {k: v for k, v in chosen.items() if not difficulties or k in difficulties}
+    if not chosen:
+        raise ValueError(f"no Standard {' or '.join(difficulties or ['difficulty'])}")
+    rate = 22050
+    samples = load_audio(read_level_file(level.path, level.song_filename), rate, f"{level.path}:{level.song_filename}")
+    standard = [d for d in level.difficulties if d.characteristic == "Standard" and d.difficulty in chosen]
+    events = tempo_map(level, next((d for d in standard if d.bpm_events), standard[0]))
+    return preview_png(chosen, level.bpm, samples, rate, seconds, level.song_name, events)
+
+
+def preview_path(level: str | os.PathLike) -> Path:
+    """Where a level's preview goes by default: beside it, LEVEL.png for LEVEL.zip or a folder LEVEL
+    (never inside the level, so it is not uploaded with it)."""
+    level = Path(level)
+    return level.with_name((level.stem if level.suffix.lower() == ".zip" else level.name) + ".png")

@@ -1,0 +1,291 @@
+"""The synthetic corpus: drum songs at known tempi with notes exactly on the hits."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from audio import ogg_vorbis
+from levels.hands import notes_on
+from levels.kits import kit_sounds
+from levels.package import write_zip
+from maps import (
+    BEATS_PER_BAR,
+    BpmEvent,
+    Difficulty,
+    Level,
+    Note,
+    beat_seconds,
+    level_files,
+)
+
+SYNTH_RATE = 44100
+SYNTH_BPMS = (128.5, 87.0, 174.0, 100.0, 140.0, 60.5, 120.0, 95.25)  # slow, fast and non-integer on purpose
+LEAD_IN_BARS = 2  # drums but no notes: the first notes come after >= 2.7 s at 174 BPM
+
+
+def _envelope(seconds: float, decay: float) -> np.ndarray:
+    t = np.arange(int(seconds * SYNTH_RATE)) / SYNTH_RATE
+    return t, np.exp(-t * decay)
+
+
+def _drum_sounds(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """{kind: samples}: a pitched-down kick, a noisy snare, a short hi-hat."""
+    t, env = _envelope(0.3, 14)
+    kick = np.sin(2 * np.pi * np.cumsum(45 + 70 * np.exp(-t * 35)) / SYNTH_RATE) * env
+    t, env = _envelope(0.2, 22)
+    snare = 0.5 * rng.standard_normal(t.size) * env + 0.3 * np.sin(2 * np.pi * 190 * t) * env
+    t, env = _envelope(0.05, 90)
+    hat = 0.25 * np.diff(rng.standard_normal(t.size + 1)) * env
+    return {"kick": kick, "snare": snare, "hat": hat}
+
+
+def _drum_hits(rng: np.random.Generator, bars: int) -> list[tuple[float, str]]:
+    """(beat, kind) of every hit: kicks on 1 and 3 (sometimes the and of 3), snares on 2
+    and 4, hats on every eighth, and now and then a snare pickup on the last sixteenths."""
+    hits = []
+    for bar in range(bars):
+        start = bar * BEATS_PER_BAR
+        hits += [(start + b, "kick") for b in (0, 2)] + [(start + b, "snare") for b in (1, 3)]
+        hits += [(start + b / 2, "hat") for b in range(2 * BEATS_PER_BAR)]
+        if rng.random() < 0.5:
+            hits.append((start + 2.5, "kick"))
+        if rng.random() < 0.3:
+            hits += [(start + 3.5, "snare"), (start + 3.75, "snare")]
+    return sorted(hits)
+
+
+def _render(hits: list[tuple[float, str]], bpm: float, beats: int, rng: np.random.Generator) -> np.ndarray:
+    """song: [n] float32 at SYNTH_RATE, each hit starting on the exact sample of its beat, over a quiet pad."""
+    sounds = _drum_sounds(rng)
+    song = np.zeros(math.ceil((beats * 60 / bpm + 0.5) * SYNTH_RATE))
+    t = np.arange(song.size) / SYNTH_RATE
+    song += 0.04 * sum(np.sin(2 * np.pi * f * t) for f in rng.choice([110, 130.8, 146.8, 164.8, 196], 3))
+    for beat, kind in hits:
+        start = round(beat * 60 / bpm * SYNTH_RATE)
+        sound = sounds[kind][: song.size - start]
+        song[start : start + sound.size] += sound
+    return (0.9 * song / np.abs(song).max()).astype(np.float32)
+
+
+def _synth_notes(hits: list[tuple[float, str]], expert: bool, rng: np.random.Generator) -> list[Note]:
+    """Notes on drum hits: every kick and snare (Expert) or the kicks on 1 and 3 (Normal),
+    hands alternating, each hand swinging down, up, down...; Expert adds two-hand hits on
+    some bar downbeats."""
+    beats = sorted({b for b, kind in hits if kind != "hat" and b >= LEAD_IN_BARS * BEATS_PER_BAR})
+    if not expert:
+        beats = [b for b in beats if b % 2 == 0]
+    return notes_on(beats, expert, rng)
+
+
+# The hard corpus (--hard): a song is sections of SECTION_BARS bars, each drawn from these
+# styles; only the "lead" drums (kick, snare, toms) carry notes, while hats, a bass line and
+# chords play throughout and carry none, so counting beats cannot stand in for listening.
+SECTION_BARS = 4
+SECTION_STYLES = ("rest", "sparse", "groove", "syncopated", "triplets", "dense")
+HARD_BPM_RANGE = (60.0, 200.0)
+LEAD = ("kick", "snare", "tom")  # the instruments that carry notes
+
+
+def _hard_drum_sounds(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """_drum_sounds plus a pitched tom, an open hat and a plucked bass note (pitch set per hit)."""
+    sounds = _drum_sounds(rng)
+    t, env = _envelope(0.25, 16)
+    sounds["tom"] = 0.8 * np.sin(2 * np.pi * np.cumsum(160 + 60 * np.exp(-t * 20)) / SYNTH_RATE) * env
+    t, env = _envelope(0.25, 18)
+    sounds["open hat"] = 0.15 * np.diff(rng.standard_normal(t.size + 1)) * env
+    return sounds
+
+
+def _bar_lead(style: str, rng: np.random.Generator, last_of_section: bool) -> list[tuple[float, str]]:
+    """(beat in the bar, instrument) of one bar's lead hits in a section style; the last bar of a
+    section ends with a fill (sixteenth snares or toms) now and then."""
+    if style == "rest":
+        return []
+    if style == "sparse":
+        hits = [(0.0, "kick")] + ([(2.0, "snare")] if rng.random() < 0.6 else [])
+    elif style == "groove":
+        hits = [(0.0, "kick"), (1.0, "snare"), (2.0, "kick"), (3.0, "snare")]
+        hits += [(2.5, "kick")] if rng.random() < 0.5 else []
+    elif style == "syncopated":
+        kicks = [0.0, 0.75, 1.5] if rng.random() < 0.5 else [0.0, 1.5, 2.5]
+        hits = [(b, "kick") for b in kicks] + [(1.0, "snare"), (3.0, "snare"), (3.5, "kick")]
+    elif style == "triplets":
+        hits = [(0.0, "kick"), (2.0, "snare")] + [(1 + i / 3, "tom") for i in range(3)]
+        hits += [(3 + i / 3, "tom") for i in range(3)] if rng.random() < 0.5 else [(3.0, "snare")]
+    else:  # dense
+        hits = [(b / 2, "kick" if b % 4 == 0 else "snare" if b % 4 == 2 else "tom") for b in range(8)]
+    if last_of_section and rng.random() < 0.5:
+        kind = "snare" if rng.random() < 0.5 else "tom"
+        hits = [h for h in hits if h[0] < 3] + [(3 + i / 4, kind) for i in range(4)]
+    return hits
+
+
+def _hard_hits(rng: np.random.Generator, bars: int) -> list[tuple[float, str]]:
+    """(beat, instrument) of every hit of a hard song: LEAD_IN_BARS bars of hats only, then
+    sections of varied styles under hats (eighths, or sixteenths in busy sections), an open hat
+    and bass notes on off-beats."""
+    hits = []
+    style = "rest"
+    for bar in range(bars):
+        start = bar * BEATS_PER_BAR
+        section_bar = (bar - LEAD_IN_BARS) % SECTION_BARS
+        if bar >= LEAD_IN_BARS and section_bar == 0:
+            style = str(rng.choice(SECTION_STYLES, p=[0.15, 0.2, 0.15, 0.2, 0.15, 0.15]))
+        if bar >= LEAD_IN_BARS:
+            hits += [(start + b, kind) for b, kind in _bar_lead(style, rng, section_bar == SECTION_BARS - 1)]
+        step = 0.25 if style == "dense" else 0.5
+        hits += [(start + i * step, "hat") for i in range(int(BEATS_PER_BAR / step)) if rng.random() < 0.9]
+        hits += [(start + b + 0.5, "open hat") for b in range(BEATS_PER_BAR) if rng.random() < 0.2]
+        hits += [(start + b + 0.5, "bass") for b in range(BEATS_PER_BAR) if rng.random() < 0.5]
+    return sorted(hits)
+
+
+TEMPO_CHANGES = ("steady", "step", "ramp")
+TEMPO_RATIO_RANGE = (1.12, 1.3)  # a step or ramp speeds up or slows down by this much
+RAMP_BARS = 8  # a ramp changes the tempo beat by beat over this many bars
+
+
+def synth_tempo_events(bpm: float, beats: int, change: str, rng: np.random.Generator) -> list[BpmEvent]:
+    """The tempo events of a synthetic song of `beats` beats starting at bpm: none when steady; a
+    step to bpm * r (or bpm / r) on the bar line nearest the middle; or a ramp there that
+    reaches it over RAMP_BARS bars, one event per beat."""
+    if change == "steady":
+        return []
+    ratio = float(rng.uniform(*TEMPO_RATIO_RANGE)) ** (1 if rng.random() < 0.5 else -1)
+    middle = beats // 2 // BEATS_PER_BAR * BEATS_PER_BAR
+    if change == "step":
+        return [BpmEvent(float(middle), round(bpm * ratio, 3))]
+    ramp = RAMP_BARS * BEATS_PER_BAR
+    first = max(BEATS_PER_BAR, middle - ramp // 2)
+    return [BpmEvent(float(first + i), round(bpm * ratio ** ((i + 1) / ramp), 3)) for i in range(ramp)]
+
+
+def _render_hard(
+    hits: list[tuple[float, str]],
+    bpm: float,
+    beats: int,
+    rng: np.random.Generator,
+    events: list[BpmEvent] = (),
+    kit: dict[str, np.ndarray] | None = None,
+) -> np.ndarray:
+    """song: [n] float32 at SYNTH_RATE: the hits (each on its exact sample, at a varied level) over chords
+    that change every bar; bass notes are plucked tones whose pitch follows the chord. With tempo events
+    the beats fall where the events put them. kit: recorded samples (levels.kits) for the drums, scaled to
+    the synthesized ones' levels."""
+    sounds = _hard_drum_sounds(rng)
+    if kit is not None:
+        sounds |= {kind: sample * float(np.abs(sounds[kind]).max()) for kind, sample in kit.items()}
+    seconds_per_beat = 60 / bpm
+    if events:
+        # times: [beats + 1] seconds of every beat; a hit between two beats is placed proportionally
+        times = beat_seconds(np.arange(beats + 1.0), bpm, events)
+
+        def seconds(beat: float) -> float:
+            return float(np.interp(beat, np.arange(beats + 1.0), times))
+    else:
+
+        def seconds(beat: float) -> float:
+            return beat * seconds_per_beat
+
+    song = np.zeros(math.ceil((seconds(beats) + 0.5) * SYNTH_RATE))
+    bar_samples = round(BEATS_PER_BAR * seconds_per_beat * SYNTH_RATE)
+
+    def bar_start(bar: int) -> int:
+        # steady songs keep whole bars of bar_samples: the learnability corpus stays sample for sample the same
+        return round(seconds(bar * BEATS_PER_BAR) * SYNTH_RATE) if events else bar * bar_samples
+
+    roots = rng.choice([98.0, 110.0, 130.8, 146.8, 164.8], beats // BEATS_PER_BAR + 2)
+    for bar, root in enumerate(roots):
+        start, length = bar_start(bar), bar_start(bar + 1) - bar_start(bar)
+        t = np.arange(min(length, max(0, song.size - start))) / SYNTH_RATE
+        chord = sum(np.sin(2 * np.pi * root * ratio * t) for ratio in (1, 1.25, 1.5))
+        song[start : start + t.size] += 0.03 * chord
+    t, env = _envelope(0.3, 10)
+    for beat, kind in hits:
+        start = round(seconds(beat) * SYNTH_RATE)
+        if kind == "bass":
+            sound = 0.35 * np.sin(2 * np.pi * roots[int(beat // BEATS_PER_BAR)] / 2 * t) * env
+        else:
+            sound = sounds[kind] * rng.uniform(0.7, 1.0)
+        sound = sound[: song.size - start]
+        song[start : start + sound.size] += sound
+    return (0.9 * song / np.abs(song).max()).astype(np.float32)
+
+
+def _hard_notes(hits: list[tuple[float, str]], expert: bool, rng: np.random.Generator) -> list[Note]:
+    """Notes on lead hits: Expert every one, Normal only the kicks on whole beats; hands alternate,
+    each hand swinging down, up, down...; Expert puts both hands on some kicks on a bar's downbeat."""
+    beats = sorted({b for b, kind in hits if kind in LEAD and (expert or (kind == "kick" and b == int(b)))})
+    return notes_on(beats, expert, rng)
+
+
+def synth_level(
+    index: int, seed: int = 0, bars: int = 16, hard: bool = False, tempo: str = "steady", kit: str | None = None
+) -> tuple[dict[str, bytes], Level]:
+    """One synthetic level: ({file name: bytes} of a playable level, its Level).
+
+    The song is bars + LEAD_IN_BARS bars with beat 0 on the first sample. Default: a drum
+    loop at SYNTH_BPMS[index % 8] with Normal and Expert exactly on the kicks and snares.
+    hard: a random tempo in HARD_BPM_RANGE (non-integer now and then), sections of varied
+    rhythm (rests, syncopation, triplets, fills, dense runs) and instruments that carry no
+    notes (hats, bass, chords); Expert on every lead hit, Normal on the kicks on whole beats.
+    tempo (hard only): "step" or "ramp" changes the tempo mid-song (synth_tempo_events); the level
+    carries the changes as bpmEvents, its notes stay on their beats. kit (hard only): a recorded drum kit
+    (a Hydrogen kit's name or folder, levels.kits) plays the drums; the notes and everything else are the same.
+    """
+    rng = np.random.default_rng([seed, index, 1] if hard else [seed, index])
+    total_bars = bars + LEAD_IN_BARS
+    if hard:
+        bpm = round(float(rng.uniform(*HARD_BPM_RANGE)), int(rng.choice([0, 1, 2])))
+        hits = _hard_hits(rng, total_bars)
+        events = synth_tempo_events(bpm, total_bars * BEATS_PER_BAR, tempo, np.random.default_rng([seed, index, 2]))
+        sounds = kit_sounds(kit, SYNTH_RATE) if kit else None
+        song = _render_hard(hits, bpm, total_bars * BEATS_PER_BAR, rng, events, sounds)
+        normal, expert = _hard_notes(hits, False, rng), _hard_notes(hits, True, rng)
+    else:
+        if tempo != "steady" or kit:
+            raise ValueError("tempo changes and recorded kits are for hard songs only")
+        bpm, events = SYNTH_BPMS[index % len(SYNTH_BPMS)], []
+        hits = _drum_hits(rng, total_bars)
+        song = _render(hits, bpm, total_bars * BEATS_PER_BAR, rng)
+        normal, expert = _synth_notes(hits, False, rng), _synth_notes(hits, True, rng)
+    level = Level(
+        song_name=f"Synthetic {index:02d}",
+        song_sub_name=f"{bpm:g} BPM",
+        song_author="automapper synth",
+        mapper="automapper synth",
+        bpm=bpm,
+        song_filename="song.egg",
+        cover_filename="",
+        preview_duration=10,
+        info_version="2.1.0",
+        difficulties=[
+            Difficulty("Standard", "Normal", "NormalStandard.dat", "3.3.0", normal, njs=10, bpm_events=events),
+            Difficulty("Standard", "Expert", "ExpertStandard.dat", "3.3.0", expert, njs=16, bpm_events=events),
+        ],
+    )
+    return level_files(level) | {"song.egg": ogg_vorbis(song, SYNTH_RATE)}, level
+
+
+def write_synth_corpus(
+    out_dir: str | os.PathLike,
+    songs: int = 8,
+    seed: int = 0,
+    bars: int = 16,
+    hard: bool = False,
+    tempo: str = "steady",
+    kit: str | None = None,
+) -> list[Path]:
+    """Write synth_level(0..songs-1) as OUT_DIR/synth_NN.zip; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(songs):
+        files, _ = synth_level(index, seed, bars, hard, tempo, kit)
+        paths.append(out / f"synth_{index:02d}.zip")
+        write_zip(paths[-1], files)
+    return paths
