@@ -19,8 +19,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
+import msgspec
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -36,6 +37,8 @@ from maps import (
     GRID_ROWS,
     PPQ,
     MapError,
+    Note,
+    TempoMap,
     atomic_file,
     plain_notes,
     read_level_file,
@@ -48,6 +51,7 @@ from maps import (
 TOKEN_SPACE_VERSION = 5
 
 MAX_CHUNK_BEATS = 256  # the time range covers this many beats after a chunk's start
+CHUNK_BEATS = 64  # beats per window, training and mapping alike (16 bars: ~30 s at 128 BPM)
 DIRECTION_SLOTS = DOT + 2  # directions 0..8 plus slot 9, reserved and never produced
 RESERVED_DIRECTION = DOT + 1
 CODEBOOKS = 2  # Encodec 24 kHz at 1.5 kbps
@@ -71,9 +75,61 @@ class TokenRange(NamedTuple):
         return isinstance(token, (int, np.integer)) and self.start <= token < self.stop
 
 
+class ChunkNote(msgspec.Struct, frozen=True, order=True):
+    """A colour note in a chunk: its tick from the chunk's first beat and its type."""
+
+    tick: int
+    x: int
+    y: int
+    color: int
+    direction: int
+    kind: ClassVar[str] = "note"
+
+    def placed(self, start: float) -> Note:
+        """The level's note for a chunk that starts at beat `start`."""
+        return Note(start + self.tick / PPQ, self.x, self.y, self.color, self.direction)
+
+
+class ObjectKind(NamedTuple):
+    """One row of the token table: a kind of level object, the record decoding gives, and the fields its
+    type token packs, most significant first (a mixed-radix number, each field 0..size-1)."""
+
+    name: str
+    record: type
+    fields: tuple[tuple[str, int], ...]  # (record attribute, its size)
+
+    @property
+    def size(self) -> int:
+        return math.prod(size for _, size in self.fields)
+
+    def offset(self, obj) -> int:
+        """The object's place in its row; ValueError when a field is out of range."""
+        offset = 0
+        for name, size in self.fields:
+            value = getattr(obj, name)
+            if not 0 <= value < size:
+                raise ValueError(f"{self.name} {obj} is not in the token space ({name}={value})")
+            offset = offset * size + value
+        return offset
+
+    def values(self, offset: int) -> dict[str, int]:
+        """{field: value} of the object at this place in its row."""
+        values = {}
+        for name, size in reversed(self.fields):
+            offset, values[name] = divmod(offset, size)
+        return values
+
+
+# the level objects the notes section writes, one token row each: (y*4 + x)*20 + color*10 + direction for a note
+OBJECT_KINDS = (
+    ObjectKind(
+        "note", ChunkNote, (("y", GRID_ROWS), ("x", GRID_COLUMNS), ("color", COLORS), ("direction", DIRECTION_SLOTS))
+    ),
+)
+KINDS = {kind.record: kind for kind in OBJECT_KINDS}
 _ROWS = (
     ("time", MAX_CHUNK_BEATS * PPQ),  # tick relative to the chunk start
-    ("note", GRID_ROWS * GRID_COLUMNS * COLORS * DIRECTION_SLOTS),  # (y*4 + x)*20 + color*10 + direction
+    *((kind.name, kind.size) for kind in OBJECT_KINDS),
     ("audio", CODEBOOKS * CODEBOOK_SIZE),  # codebook q, value v -> q*1024 + v
     ("special", len(SPECIALS)),
     ("difficulty", len(DIFFICULTIES)),
@@ -85,25 +141,34 @@ VOCAB_SIZE = DIFFICULTY.stop  # ids in use; the model keeps its own, larger voca
 BOS, EOS, PAD, AUDIO_START, AUDIO_END, NOTES_START = range(SPECIAL.start, SPECIAL.stop)
 DIFFICULTY_TOKENS = dict(zip(DIFFICULTIES, range(DIFFICULTY.start, DIFFICULTY.stop)))
 
-# a note in a chunk: (tick from the chunk start, x, y, color, direction)
-ChunkNote = tuple[int, int, int, int, int]
+
+def object_token(obj: ChunkNote) -> int:
+    """Type token of a chunk object (its tick aside); ValueError for anything outside its kind's row."""
+    kind = KINDS[type(obj)]
+    return TOKEN_RANGES[kind.name].start + kind.offset(obj)
+
+
+def token_object(token: int, tick: int) -> ChunkNote:
+    """The chunk object a type token stands for, at `tick`; ValueError for a token of no object kind."""
+    for kind in OBJECT_KINDS:
+        if token in TOKEN_RANGES[kind.name]:
+            return kind.record(tick=tick, **kind.values(token - TOKEN_RANGES[kind.name].start))
+    raise ValueError(f"token {token} is not an object type")
 
 
 def note_token(x: int, y: int, color: int, direction: int) -> int:
-    """Token id of a note type; raises ValueError for anything off the 4x3 grid."""
-    if not (0 <= x < GRID_COLUMNS and 0 <= y < GRID_ROWS and 0 <= color < COLORS and 0 <= direction <= DOT):
-        raise ValueError(f"note (x={x}, y={y}, color={color}, direction={direction}) is not in the token space")
-    return NOTE.start + ((y * GRID_COLUMNS + x) * COLORS + color) * DIRECTION_SLOTS + direction
+    """Token id of a note type; raises ValueError for anything off the 4x3 grid or the reserved direction."""
+    if direction == RESERVED_DIRECTION:
+        raise ValueError(f"direction {direction} is reserved")
+    return object_token(ChunkNote(0, x, y, color, direction))
 
 
 def note_fields(token: int) -> tuple[int, int, int, int]:
     """(x, y, color, direction) of a note-type token."""
     if token not in NOTE:
         raise ValueError(f"token {token} is not a note type")
-    cell_color, direction = divmod(token - NOTE.start, DIRECTION_SLOTS)
-    cell, color = divmod(cell_color, COLORS)
-    y, x = divmod(cell, GRID_COLUMNS)
-    return x, y, color, direction
+    note = token_object(token, 0)
+    return note.x, note.y, note.color, note.direction
 
 
 def time_token(tick: int) -> int:
@@ -171,8 +236,8 @@ def note_sequence(ticks: np.ndarray, types: np.ndarray, grid: np.ndarray) -> np.
 
 
 def encode_notes(notes: Iterable[ChunkNote], grid: Iterable[int] = ()) -> list[int]:
-    """Chunk notes (tick, x, y, color, direction) on a marker grid of ticks -> note tokens (note_sequence)."""
-    pairs = [(tick, note_token(x, y, c, d)) for tick, x, y, c, d in notes]
+    """Chunk objects on a marker grid of ticks -> note tokens (note_sequence)."""
+    pairs = [(obj.tick, object_token(obj)) for obj in notes]
     ticks, types = zip(*pairs) if pairs else ((), ())
     return note_sequence(np.array(ticks), np.array(types), np.array(list(grid))).tolist()
 
@@ -187,7 +252,7 @@ def decode_notes(tokens: Sequence[int]) -> list[ChunkNote]:
         elif tick is None:
             raise ValueError(f"note type {token} before any time token")
         else:
-            notes.append((tick, *note_fields(token)))
+            notes.append(token_object(token, tick))
     return notes
 
 
@@ -256,6 +321,30 @@ def chunk_markers(start: int, chunk_beats: int, bpm: float, frame_rate: float, f
     offsets = np.round((start * PPQ + ticks) * frames_per_tick).astype(np.int64) - first
     keep = offsets < frames
     return Markers(ticks[keep], offsets[keep])
+
+
+def window_codes(
+    codes: np.ndarray, silence: np.ndarray, tempo: TempoMap, start: int, chunk_beats: int, frame_rate: float
+) -> tuple[np.ndarray, Markers]:
+    """The window [start, start + chunk_beats) beats of a song (codes: [song frames, 2], beat 0 at frame 0),
+    laid out as training lays out a chunk -> (codes: [frames, 2], its chunk_markers).
+
+    A steady song's window is exactly its beats' frames (chunk_frames, chunk_codes). Where the tempo
+    changes, the frames run at the window's mean tempo, each taken from where its beat falls in the song
+    (a frame repeated or skipped where the tempo moves inside the window), silence past the end.
+    """
+    if tempo.is_steady:
+        first, end = chunk_frames(start, chunk_beats, tempo.bpm, frame_rate)
+        return chunk_codes(codes, first, end, silence), chunk_markers(
+            start, chunk_beats, tempo.bpm, frame_rate, end - first
+        )
+    first, end = tempo.seconds_at([start, start + chunk_beats])
+    bpm = chunk_beats * 60 / (end - first)  # the window's mean tempo
+    frames = chunk_frames(0, chunk_beats, bpm, frame_rate)[1]
+    beats = start + np.arange(frames) / frame_rate * bpm / 60  # [frames] the beat each model frame shows
+    source = np.round(tempo.seconds_at(beats) * frame_rate).astype(np.int64)  # [frames] song frames
+    window = np.where((source < len(codes))[:, None], codes[np.minimum(source, len(codes) - 1)], silence)
+    return window.astype(codes.dtype), chunk_markers(0, chunk_beats, bpm, frame_rate, frames)
 
 
 def prompt_tokens(codes: np.ndarray, difficulty: str, markers: Markers) -> np.ndarray:
@@ -422,29 +511,11 @@ class _Item:
     difficulty: str  # Easy .. ExpertPlus
     ticks: np.ndarray  # [notes] int64: absolute 48-PPQ tick of each note, canonical order
     types: np.ndarray  # [notes] int64: its note-type token
-    # [regions, 3] float: (first beat, BPM, seconds at that beat) of each tempo region; one row, (0, bpm, 0),
-    # for a song of one tempo
-    regions: np.ndarray
-
-    @property
-    def bpm(self) -> float:
-        """The song's first tempo (its only one, unless the tempo changes)."""
-        return float(self.regions[0, 1])
-
-    def region(self, start: float) -> tuple[float, float]:
-        """(BPM, chunk_frames' start) of a chunk that starts at beat `start`: the beat it would be at if the
-        whole song ran at its region's tempo, so that chunk_frames and chunk_markers time it exactly."""
-        beat, bpm, seconds = self.regions[np.searchsorted(self.regions[:, 0], start, side="right") - 1]
-        return float(bpm), seconds * bpm / 60 + start - beat
+    tempo: TempoMap  # the difficulty's tempo regions (one for a song of one tempo)
 
 
 def _item(level, characteristic: str, difficulty: str, song_hash: str) -> _Item:
-    from maps import beat_seconds, tempo_map
-
     diff = next(d for d in level.difficulties if (d.characteristic, d.difficulty) == (characteristic, difficulty))
-    tempi = tempo_map(level, diff)
-    starts = np.array([t.beat for t in tempi])
-    regions = np.stack([starts, [t.bpm for t in tempi], beat_seconds(starts, tempi[0].bpm, tempi[1:])], axis=1)
     notes = plain_notes(diff)
     # pairs: [notes, 2] (absolute tick, type token), unique and sorted: the canonical order
     pairs = np.array(
@@ -452,7 +523,7 @@ def _item(level, characteristic: str, difficulty: str, song_hash: str) -> _Item:
         dtype=np.int64,
     ).reshape(-1, 2)
     pairs = np.unique(pairs, axis=0)
-    return _Item(level.path, level.song_filename, song_hash, difficulty, *pairs.T, regions)
+    return _Item(level.path, level.song_filename, song_hash, difficulty, *pairs.T, TempoMap.of_difficulty(level, diff))
 
 
 class BeatDataset(torch.utils.data.Dataset):
@@ -471,7 +542,7 @@ class BeatDataset(torch.utils.data.Dataset):
         self,
         base,
         tokenizer,
-        chunk_beats: int = 64,
+        chunk_beats: int = CHUNK_BEATS,
         max_seq_length: int = 32768,
         max_empty_share: float = 0.1,
         cache_dir: str | os.PathLike = "cache",
@@ -512,21 +583,20 @@ class BeatDataset(torch.utils.data.Dataset):
         return self.__dict__ | {"tokenizer": None}
 
     def _span(self, item: _Item, start: int) -> tuple[int, int]:
-        bpm, at = item.region(start)
+        bpm, at = item.tempo.steady_start(start)
         return chunk_frames(at, self.chunk_beats, bpm, self.frame_rate)
 
     def _markers(self, item: _Item, start: int, frames: int) -> Markers:
-        bpm, at = item.region(start)
+        bpm, at = item.tempo.steady_start(start)
         return chunk_markers(at, self.chunk_beats, bpm, self.frame_rate, frames)
 
     def _starts(self, item: _Item, shift: int) -> list[int]:
         """First beats of the item's chunks: every chunk_beats from `shift` beats into each tempo region,
         each chunk inside its region (the song's last may run past the song's end: it is padded)."""
         seconds = self.frames[item.song_hash] / self.frame_rate
-        beat, bpm, at = item.regions[-1]
-        bounds = [*item.regions[1:, 0], beat + (seconds - at) * bpm / 60]  # [regions] where each ends
+        bounds = [*item.tempo.beats[1:], item.tempo.beat_at(seconds)]  # [regions] where each ends
         starts = []
-        for i, (first, end) in enumerate(zip(item.regions[:, 0], bounds)):
+        for i, (first, end) in enumerate(zip(item.tempo.beats, bounds)):
             stop = math.ceil(end) if i == len(bounds) - 1 else math.floor(end) - self.chunk_beats + 1
             starts += range(math.ceil(first) + shift, stop, self.chunk_beats)
         return starts
@@ -542,7 +612,7 @@ class BeatDataset(torch.utils.data.Dataset):
         bars_per_chunk = max(1, self.chunk_beats // BEATS_PER_BAR)
         with_notes, empty, too_long = [], [], 0
         for index, item in enumerate(self.items):
-            song_beats = self.frames[item.song_hash] / self.frame_rate * item.bpm / 60
+            song_beats = self.frames[item.song_hash] / self.frame_rate * item.tempo.bpm / 60
             # within the song's whole bars, so that a song shorter than a chunk still gives one
             shift = int(rng.integers(max(1, min(bars_per_chunk, int(song_beats // BEATS_PER_BAR))))) * BEATS_PER_BAR
             for start in self._starts(item, shift):
@@ -560,7 +630,7 @@ class BeatDataset(torch.utils.data.Dataset):
         self.chunks = with_notes + [empty[i] for i in chosen]
         self.too_long = too_long
         # difficulties whose tempo changes, and the chunks inside one of their tempo regions this epoch
-        changing = {index for index, item in enumerate(self.items) if len(item.regions) > 1}
+        changing = {index for index, item in enumerate(self.items) if not item.tempo.is_steady}
         self.tempo_changes = (len(changing), sum(index in changing for index, _ in self.chunks))
 
     def __len__(self) -> int:

@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import soxr
@@ -28,8 +29,10 @@ from tqdm import tqdm
 
 from audio import (
     CLEAR_MARGIN,
+    ONSET_RATE,
     STEADY_SHARE,
     AudioError,
+    AudioTokenizer,
     Tempo,
     create_audio_tokenizer,
     estimate_first_beat,
@@ -47,19 +50,17 @@ from data import (
     PPQ,
     TOKEN_SPACE_VERSION,
     VOCAB_SIZE,
-    Markers,
+    ChunkNote,
     NoteGrammar,
-    chunk_codes,
-    chunk_frames,
-    chunk_markers,
     generated_notes,
     prompt_tokens,
+    window_codes,
 )
 from levels.lightshow import LIGHT_MODES
-from levels.package import OUTPUT_RATE, cover_from_image, level_package, write_level
-from levels.playability import REPAIRS, playable
+from levels.package import OUTPUT_RATE, LevelInfo, cover_from_image, level_package, write_level
+from levels.playability import REPAIRS, repair
 from levels.preview import preview_path, preview_png
-from maps import BpmEvent, HelpFormatter, Note, atomic_file
+from maps import BEAT_TEMPO_TOLERANCE, HelpFormatter, Note, TempoMap, atomic_file
 
 EXIT_USAGE = 2
 STARTER_DIR = "output/starter"  # where train.py --starter saves the offline starter model
@@ -240,7 +241,8 @@ def tempo_report(tempo: Tempo, as_json: bool) -> str:
         for c in tempo.candidates[:ANALYZE_CANDIDATES]
     ]
     if tempo.beats is not None:
-        report["bpm_events"] = [{"beat": e.beat, "bpm": e.bpm} for e in tempo_events(tempo.beats)]
+        events = TempoMap.from_beat_times(tempo.beats).events(BEAT_TEMPO_TOLERANCE, decimals=4)
+        report["bpm_events"] = [{"beat": e.beat, "bpm": e.bpm} for e in events]
     if as_json:
         return json.dumps(report)
     lines = [tempo_line(tempo), f"{'candidate BPM':>14s} {'score':>7s} {'sharpness':>9s}  source"]
@@ -455,98 +457,69 @@ class Progress:
         self.decode.close()
 
 
-def level_notes(
-    model,
+class Window(NamedTuple):
+    """One window of one difficulty, ready to decode."""
+
+    difficulty: str
+    start: int  # the window's first beat in the song
+    ticks: int  # ticks the window spans (chunk_beats * PPQ): the grammar's grid ends there
+    prompt: np.ndarray  # [tokens] int64: prompt_tokens of the window's audio
+
+
+def song_windows(
     codes: np.ndarray,
     silence: np.ndarray,
-    info: dict,
-    bpm: float,
+    tempo: TempoMap,
     difficulties: list[str],
-    batch_size: int,
-    sampling: dict,
-    max_notes_per_beat: float | None = None,
-    beat_times: np.ndarray | None = None,
-) -> tuple[dict[str, list[Note]], dict[str, float]]:
+    chunk_beats: int,
+    frame_rate: float,
+) -> list[Window]:
     """codes: [frames, 2] of the whole (padded) song, beat 0 at frame 0; silence: [2], the codec's silent
-    frame, which fills the last window past the song's end as in training -> ({difficulty: notes},
-    seconds of prefill and of decoding). Windows go in batches of similar length that fit in memory.
-    beat_times: [beats] seconds of every beat when the tempo changes (beat 0 at 0 s); else one tempo, bpm."""
-    frame_rate, chunk_beats = info["codec"]["frame_rate"], info["chunk_beats"]
-    seconds = len(codes) / frame_rate
-    song_beats = (
-        seconds * bpm / 60 if beat_times is None else float(np.interp(seconds, beat_times, np.arange(beat_times.size)))
-    )
-    # rows: (difficulty, first beat, ticks inside the chunk, prompt tokens), one per window and difficulty
-    rows = []
-    for start in range(0, math.ceil(song_beats), chunk_beats):
-        if beat_times is None:
-            first, end = chunk_frames(start, chunk_beats, bpm, frame_rate)
-            markers = chunk_markers(start, chunk_beats, bpm, frame_rate, end - first)
-            window = chunk_codes(codes, first, end, silence)  # [end - first, 2]
-        else:
-            window, markers = warped_window(codes, silence, beat_times, start, chunk_beats, frame_rate)
-        rows += [(name, start, chunk_beats * PPQ, prompt_tokens(window, name, markers)) for name in difficulties]
-    rows.sort(key=lambda row: len(row[3]))  # similar lengths share a batch: little padding
-    steps = decode_budget(chunk_beats, max(beat_caps(difficulties, max_notes_per_beat)))
+    frame, which fills the last window past the song's end as in training -> a window per chunk_beats
+    beats per difficulty, laid out as training laid them out (window_codes)."""
+    windows = []
+    for start in range(0, math.ceil(tempo.beat_at(len(codes) / frame_rate)), chunk_beats):
+        window, markers = window_codes(codes, silence, tempo, start, chunk_beats, frame_rate)  # [frames, 2]
+        windows += [
+            Window(name, start, chunk_beats * PPQ, prompt_tokens(window, name, markers)) for name in difficulties
+        ]
+    return windows
+
+
+def level_notes(
+    model,
+    windows: list[Window],
+    info: dict,
+    sampling: dict,
+    batch_size: int,
+    max_notes_per_beat: float | None = None,
+    song_beats: float = math.inf,
+) -> tuple[dict[str, list[Note]], dict[str, float]]:
+    """Every window decoded -> ({difficulty: notes before song_beats}, seconds of prefill and of decoding).
+    Windows go in batches of similar length that fit in memory."""
+    chunk_beats = info["chunk_beats"]
+    windows = sorted(windows, key=lambda w: len(w.prompt))  # similar lengths share a batch: little padding
+    steps = decode_budget(chunk_beats, max(beat_caps([w.difficulty for w in windows], max_notes_per_beat)))
     memory = MEMORY_SHARE * free_bytes(model.device)
 
     def fits(count: int, longest: int) -> bool:
         return count * window_bytes(model, longest + steps) <= memory
 
-    plan = batches([len(row[3]) for row in rows], batch_size, fits)
-    padded_tokens = sum(len(part) * len(rows[part[-1]][3]) for part in plan)  # every row as long as its batch's last
-    notes: dict[str, list[Note]] = {name: [] for name in difficulties}
+    plan = batches([len(w.prompt) for w in windows], batch_size, fits)
+    padded_tokens = sum(len(part) * len(windows[part[-1]].prompt) for part in plan)  # rows as long as the batch's last
+    notes: dict[str, list[Note]] = {w.difficulty: [] for w in windows}
     progress = Progress(model, padded_tokens, steps * len(plan))
     try:
         for part in plan:
-            batch = [rows[i] for i in part]
-            with progress.batch(len(batch) * len(batch[-1][3]), steps):
+            batch = [windows[i] for i in part]
+            with progress.batch(len(batch) * len(batch[-1].prompt), steps):
                 chunks = decode(model, batch, chunk_beats, info, sampling, max_notes_per_beat, [progress])
-            for (name, start, _, _), chunk in zip(batch, chunks):
-                beats = ((start + tick / PPQ, x, y, c, d) for tick, x, y, c, d in chunk)
-                notes[name] += [Note(*note) for note in beats if note[0] < song_beats]  # none in the padding
+            for window, chunk in zip(batch, chunks):
+                placed = (note.placed(window.start) for note in chunk)
+                notes[window.difficulty] += [note for note in placed if note.beat < song_beats]  # none in the padding
     finally:
         progress.close()
     return notes, progress.seconds
-
-
-def beat_seconds_at(beat_times: np.ndarray, beats: np.ndarray) -> np.ndarray:
-    """beat_times: [n] seconds of beats 0..n-1, beats: [k] -> [k] seconds, proportionally between two
-    beats, at the last beat's period past the end."""
-    period = beat_times[-1] - beat_times[-2]
-    last = beat_times.size - 1
-    return np.where(
-        beats <= last,
-        np.interp(beats, np.arange(beat_times.size), beat_times),
-        beat_times[-1] + (beats - last) * period,
-    )
-
-
-def warped_window(
-    codes: np.ndarray, silence: np.ndarray, beat_times: np.ndarray, start: int, chunk_beats: int, frame_rate: float
-) -> tuple[np.ndarray, Markers]:
-    """The window [start, start + chunk_beats) beats of a song whose tempo changes, laid out as training
-    laid out one tempo: its frames at the window's mean tempo, each taken from where its beat position
-    falls in the song (a frame repeated or skipped where the tempo moves inside the window), silence past
-    the end -> (codes: [frames, 2], its chunk_markers)."""
-    first, end = beat_seconds_at(beat_times, np.array([start, start + chunk_beats], dtype=np.float64))
-    bpm = chunk_beats * 60 / (end - first)  # the window's mean tempo
-    frames = chunk_frames(0, chunk_beats, bpm, frame_rate)[1]
-    beats = start + np.arange(frames) / frame_rate * bpm / 60  # [frames] the beat each model frame shows
-    source = np.round(beat_seconds_at(beat_times, beats) * frame_rate).astype(np.int64)  # [frames] song frames
-    window = np.where((source < len(codes))[:, None], codes[np.minimum(source, len(codes) - 1)], silence)
-    return window.astype(codes.dtype), chunk_markers(0, chunk_beats, bpm, frame_rate, frames)
-
-
-def tempo_events(beat_times: np.ndarray, tolerance: float = 1e-4) -> list[BpmEvent]:
-    """beat_times: [n] seconds of every beat -> v3 bpmEvents: one where a beat's tempo differs from the
-    running one by more than `tolerance` (relative), so every beat keeps its time."""
-    tempi = 60 / np.diff(beat_times)  # [n - 1] BPM from each beat to the next
-    events = [BpmEvent(0.0, float(tempi[0]))]
-    for beat, bpm in enumerate(tempi):
-        if abs(bpm / events[-1].bpm - 1) > tolerance:
-            events.append(BpmEvent(float(beat), float(bpm)))
-    return [BpmEvent(e.beat, round(e.bpm, 4)) for e in events]
 
 
 def beat_caps(difficulties: list[str], max_notes_per_beat: float | None = None) -> list[float]:
@@ -563,25 +536,25 @@ def decode_budget(chunk_beats: int, max_notes_per_beat: float) -> int:
 @torch.inference_mode()
 def decode(
     model,
-    batch: list,
+    batch: list[Window],
     chunk_beats: int,
     info: dict,
     sampling: dict,
     max_notes_per_beat: float | None = None,
     watchers: Sequence = (),
-) -> list[list[tuple]]:
+) -> list[list[ChunkNote]]:
     """Prefill a batch of prompts (left-padded) and decode each under the grammar -> chunk notes per row.
     watchers: logits processors that only look (Progress), run before the grammar at every step."""
-    length = max(len(row[3]) for row in batch)
+    length = max(len(w.prompt) for w in batch)
     # input_ids, attention_mask: [rows, length], PAD with attention 0 on the left
     input_ids = torch.full((len(batch), length), PAD, dtype=torch.long)
     attention_mask = torch.zeros_like(input_ids)
-    for r, (_, _, _, prompt) in enumerate(batch):
-        input_ids[r, length - len(prompt) :] = torch.from_numpy(prompt)
-        attention_mask[r, length - len(prompt) :] = 1
-    caps = beat_caps([row[0] for row in batch], max_notes_per_beat)  # per row: notes in one beat
+    for r, window in enumerate(batch):
+        input_ids[r, length - len(window.prompt) :] = torch.from_numpy(np.asarray(window.prompt))
+        attention_mask[r, length - len(window.prompt) :] = 1
+    caps = beat_caps([w.difficulty for w in batch], max_notes_per_beat)  # per row: notes in one beat
     budget = min(decode_budget(chunk_beats, max(caps)), info.get("max_seq_length", 1 << 30) - length)
-    grammar = NoteGrammar(length, [row[2] for row in batch], caps)
+    grammar = NoteGrammar(length, [w.ticks for w in batch], caps)
     output = model.generate(
         input_ids=input_ids.to(model.device),
         attention_mask=attention_mask.to(model.device),
@@ -620,30 +593,29 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
 
 
-def run(args: argparse.Namespace) -> int:
-    clock = time.perf_counter()
-    seconds: dict[str, float] = {}  # where the time goes, printed at the end
+class Laps:
+    """Where the time goes: seconds per named step, printed at the end."""
 
-    def lap(name: str) -> None:
-        nonlocal clock
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.clock = time.perf_counter()
+
+    def lap(self, name: str) -> None:
         now = time.perf_counter()
-        seconds[name] = seconds.get(name, 0.0) + now - clock
-        clock = now
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self.clock
+        self.clock = now
 
-    if not args.analyze:
-        args.model = args.model or default_model()
-        model_info(args.model)  # a missing or foreign model fails before any audio work
-    song = read_song(args.song)  # [n, channels] at 44.1 kHz
-    mono = song.mean(axis=1)
-    tempo = song_tempo(args, mono)
-    if args.analyze:
-        print(tempo_report(tempo, args.json))
-        return 0
-    print(tempo_line(tempo))
+    def line(self) -> str:
+        total = sum(self.seconds.values())
+        return "time: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items()) + f", total {total:.1f} s"
+
+
+def loaded_model(args: argparse.Namespace) -> tuple[torch.nn.Module, dict, AudioTokenizer]:
+    """The checkpoint on the chosen device and precision (int8 layers with --quantize), its automapper.json,
+    and the codec it was trained with."""
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.quantize != "none" and device.type != "cpu":
         raise UsageError(f"--quantize {args.quantize} is for CPU decoding; on {device.type} use --dtype")
-    lap("song and tempo")
     # int8 quantizes float32 linear layers
     model, info = load_checkpoint(args.model, device, "float32" if args.quantize == "int8" else args.dtype)
     if args.quantize == "int8":
@@ -661,89 +633,108 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     if tokenizer.id != codec["id"]:
         raise UsageError(f"{args.model}: trained on codec {codec['id']}, but {tokenizer.id} loaded")
-    torch.manual_seed(args.seed)
-    lap("model")
+    return model, info, tokenizer
 
-    # padded: the song with silence before it so that a beat falls on its first sample
+
+def beat_aligned(song: np.ndarray, tempo: Tempo) -> tuple[np.ndarray, TempoMap]:
+    """song: [n, channels] at OUTPUT_RATE -> (the song with silence before it so that a beat falls on its
+    first sample: [n + pad, channels], its tempo with beat 0 at 0 s)."""
     period = 60 / tempo.bpm if tempo.beats is None else float(tempo.beats[1] - tempo.beats[0])
     pad = round((period - tempo.first_beat % period) % period * OUTPUT_RATE)
     pad = 0 if pad >= round(period * OUTPUT_RATE) else pad
-    padded = np.concatenate([np.zeros((pad, song.shape[1]), dtype=song.dtype), song])  # [n + pad, channels]
-    mono_padded = np.concatenate([np.zeros(pad, dtype=mono.dtype), mono])
-    # beat_times: [beats] seconds of every beat in the padded song when the tempo changes, beat 0 at 0 s
-    beat_times = None if tempo.beats is None else tempo.beats + pad / OUTPUT_RATE
-    if beat_times is not None and beat_times[0] > period / 2:
+    padded = np.concatenate([np.zeros((pad, song.shape[1]), dtype=song.dtype), song])
+    if tempo.beats is None:
+        return padded, TempoMap.steady(tempo.bpm)
+    beat_times = tempo.beats + pad / OUTPUT_RATE  # [beats] seconds of every beat in the padded song
+    if beat_times[0] > period / 2:
         beat_times = np.r_[beat_times[0] - period, beat_times]
-    codes = tokenizer.encode(
-        soxr.resample(mono_padded, OUTPUT_RATE, tokenizer.sample_rate)[None]
-    )  # [frames, 2] int16, 75 frames/s, beat 0 at frame 0
-    lap("encodec")
-    notes, decoding = level_notes(
-        model,
-        codes,
-        tokenizer.silence_codes(),
-        info,
-        tempo.bpm,
-        args.difficulty,
-        args.batch_size,
-        sampling_options(args.temperature, args.top_p, args.compile),
-        args.max_notes_per_beat,
-        beat_times,
-    )
-    lap("windows")
-    seconds |= decoding
-    seconds["other"] = seconds.pop("windows") - sum(decoding.values())  # batching, grammar set-up, collection
+    return padded, TempoMap.from_beat_times(beat_times)
 
-    for name in args.difficulty:
-        notes[name], repairs = playable(notes[name], tempo.bpm, beat_caps([name], args.max_notes_per_beat)[0])
+
+def song_codes(tokenizer: AudioTokenizer, mono: np.ndarray) -> np.ndarray:
+    """mono: [n] float at OUTPUT_RATE -> codes: [frames, 2] int16 at the codec's frame rate (75/s)."""
+    return tokenizer.encode(soxr.resample(mono, OUTPUT_RATE, tokenizer.sample_rate)[None])
+
+
+def repaired_notes(notes: dict[str, list[Note]], tempo: TempoMap, max_notes_per_beat: float | None) -> dict:
+    """Each difficulty's notes through the repair pass, with a line each on what it changed."""
+    kept = {}
+    for name, chosen in notes.items():
+        kept[name], repairs = repair(chosen, tempo, beat_caps([name], max_notes_per_beat)[0])
         done = ", ".join(f"{repairs[kind]} {kind}" for kind in REPAIRS)
-        print(f"{name}: {len(notes[name])} notes ({done})")
+        print(f"{name}: {len(kept[name])} notes ({done})")
+    return kept
+
+
+def level_info(args: argparse.Namespace, info: dict, tempo: Tempo) -> LevelInfo:
+    """What the level says of itself: the song's tags (or the flags), the cover, and what made it."""
     title, artist = song_tags(args.song)
     try:
         cover = cover_from_image(args.cover) if args.cover else None
     except OSError as e:
         raise UsageError(f"{args.cover}: unreadable cover image ({e})") from None
-    name = args.song_name or title or Path(args.song).stem
     generator = {
         "checkpoint": Path(args.model).resolve().name,
         "model": info.get("model_kind", "trained"),
         "baseModel": info.get("base_model", ""),
         "tokenSpaceVersion": info["token_space_version"],
-        "codec": codec["id"],
+        "codec": info["codec"]["id"],
         "seed": args.seed,
         "temperature": args.temperature,
         "topP": args.top_p,
         "tempo": tempo.tracker,
         "lights": args.lights,
     }
-    events = [] if beat_times is None else tempo_events(beat_times)  # v3 bpmEvents where the tempo changes
-    files = level_package(
-        notes,
-        tempo.bpm,
-        padded,
-        name,
-        args.song_author or artist,
-        cover,
-        lights=args.lights,
-        seed=args.seed,
-        generator=generator,
-        bpm_events=events,
-    )
-    path = write_level(output_path(args), files)
+    name = args.song_name or title or Path(args.song).stem
+    return LevelInfo(name, args.song_author or artist, cover, lights=args.lights, seed=args.seed, generator=generator)
+
+
+def write_preview(path: Path, notes: dict[str, list[Note]], tempo: TempoMap, mono: np.ndarray, title: str) -> Path:
+    """The level's preview PNG beside it (mono: [n] float at OUTPUT_RATE, beat 0 at sample 0)."""
+    png = preview_png(notes, tempo, soxr.resample(mono, OUTPUT_RATE, ONSET_RATE), ONSET_RATE, title=title)
+    picture = preview_path(path)
+    with atomic_file(picture) as out:
+        out.write(png)
+    return picture
+
+
+def run(args: argparse.Namespace) -> int:
+    """song -> tempo -> model -> codes -> windows -> decode -> repair -> package (-> preview)."""
+    laps = Laps()
+    if not args.analyze:
+        args.model = args.model or default_model()
+        model_info(args.model)  # a missing or foreign model fails before any audio work
+    song = read_song(args.song)  # [n, channels] at 44.1 kHz
+    tempo = song_tempo(args, song.mean(axis=1))
+    if args.analyze:
+        print(tempo_report(tempo, args.json))
+        return 0
+    print(tempo_line(tempo))
+    laps.lap("song and tempo")
+    model, info, tokenizer = loaded_model(args)
+    torch.manual_seed(args.seed)
+    laps.lap("model")
+    padded, beats = beat_aligned(song, tempo)  # [n + pad, channels], beat 0 on its first sample
+    mono = padded.mean(axis=1)
+    codes = song_codes(tokenizer, mono)  # [frames, 2] int16, beat 0 at frame 0
+    laps.lap("encodec")
+    frame_rate = info["codec"]["frame_rate"]
+    windows = song_windows(codes, tokenizer.silence_codes(), beats, args.difficulty, info["chunk_beats"], frame_rate)
+    sampling = sampling_options(args.temperature, args.top_p, args.compile)
+    song_beats = beats.beat_at(len(codes) / frame_rate)
+    notes, decoding = level_notes(model, windows, info, sampling, args.batch_size, args.max_notes_per_beat, song_beats)
+    laps.lap("windows")
+    laps.seconds |= decoding
+    laps.seconds["other"] = laps.seconds.pop("windows") - sum(decoding.values())  # batching, grammar set-up, collection
+    notes = repaired_notes(notes, beats, args.max_notes_per_beat)
+    about = level_info(args, info, tempo)
+    path = write_level(output_path(args), level_package(notes, beats, padded, about))
     print(f"wrote {path} (generated: declare it as AI-made when you upload it)")
     if args.preview:
-        rate = 22050
-        png = preview_png(
-            notes, tempo.bpm, soxr.resample(mono_padded, OUTPUT_RATE, rate), rate, title=name, bpm_events=events
-        )
-        picture = preview_path(path)
-        with atomic_file(picture) as out:
-            out.write(png)
-        print(f"wrote {picture}")
-    lap("level")
-    seconds["other"] += seconds.pop("level")
-    total = sum(seconds.values())
-    print("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()) + f", total {total:.1f} s")
+        print(f"wrote {write_preview(path, notes, beats, mono, about.song_name)}")
+    laps.lap("level")
+    laps.seconds["other"] += laps.seconds.pop("level")
+    print(laps.line())
     return 0
 
 

@@ -542,18 +542,105 @@ def _bpm_regions(read: Callable[[str], bytes | None], level: Level) -> list[BpmE
         return []  # editor metadata only; an unreadable one says nothing about tempo
 
 
-def beat_seconds(beats: np.ndarray, bpm: float, events: Iterable[BpmEvent] = ()) -> np.ndarray:
-    """beats: [n] on a level's beat axis -> [n] seconds after its beat 0, with the Info BPM until the
-    first tempo event and each event's tempo from its beat on (v3 bpmEvents semantics)."""
-    # knots: (beat, seconds, bpm) where each tempo starts
-    knots = [(0.0, 0.0, bpm)]
-    for event in sorted(e for e in events if e.bpm > 0):
-        beat, seconds, tempo = knots[-1]
-        knots.append((event.beat, seconds + (event.beat - beat) * 60 / tempo, event.bpm))
-    starts = np.array([k[0] for k in knots])
-    index = np.clip(np.searchsorted(starts, beats, side="right") - 1, 0, len(knots) - 1)
-    beat, seconds, tempo = (np.array([k[i] for k in knots])[index] for i in range(3))
-    return seconds + (np.asarray(beats, dtype=np.float64) - beat) * 60 / tempo
+# ---------------------------------------------------------------- map time
+
+BEAT_TEMPO_TOLERANCE = 1e-4  # relative: a detected beat this close to the running tempo starts no new one
+
+
+class TempoMap:
+    """A song's beat axis in seconds: piecewise linear and increasing, one tempo from each knot on.
+
+    Every tempo form here becomes one: a map's bpmEvents (v2 _BPMChanges, v3 bpmEvents), its
+    audio-data regions (v2 BPMInfo.dat, v4 AudioData.dat), one BPM, or a tracker's beat times.
+    """
+
+    def __init__(self, beats: np.ndarray, seconds: np.ndarray, bpms: np.ndarray) -> None:
+        # beats, seconds, bpms: [knots] float: where each tempo starts (beats ascending, the first 0), its
+        # seconds there, and the tempo until the next knot; the first tempo holds before beat 0, the last after
+        self.beats, self.seconds, self.bpms = (
+            np.asarray(a, dtype=np.float64).reshape(-1) for a in (beats, seconds, bpms)
+        )
+
+    @classmethod
+    def steady(cls, bpm: float) -> TempoMap:
+        return cls([0.0], [0.0], [bpm])
+
+    @classmethod
+    def from_events(cls, bpm: float, events: Iterable[BpmEvent] = ()) -> TempoMap:
+        """bpm until the first event, each event's tempo from its beat on (v3 bpmEvents semantics), beat 0 at 0 s;
+        an event at a beat another already holds replaces it."""
+        knots = [(0.0, 0.0, bpm)]  # (beat, seconds, bpm)
+        for event in sorted(e for e in events if e.bpm > 0):
+            beat, seconds, tempo = knots[-1]
+            knot = (event.beat, seconds + (event.beat - beat) * 60 / tempo, event.bpm)
+            knots[-1 if event.beat == beat else len(knots) :] = [knot]
+        return cls(*zip(*knots))
+
+    @classmethod
+    def of_difficulty(cls, level: Level, diff: Difficulty) -> TempoMap:
+        """The difficulty's tempo: its own tempo events, else the level's audio-data regions, else the Info
+        BPM throughout. An event that keeps the running tempo (within TEMPO_TOLERANCE) starts no region."""
+        regions = [BpmEvent(0.0, level.bpm)]
+        for event in sorted(e for e in (diff.bpm_events or level.bpm_regions) if e.bpm > 0 and e.beat >= 0):
+            if event.beat <= regions[-1].beat:
+                regions[-1] = BpmEvent(regions[-1].beat, event.bpm)  # at the same beat: it replaces
+            elif not _same_tempo(event.bpm, regions[-1].bpm):
+                regions.append(event)
+        return cls.from_events(regions[0].bpm, regions[1:])
+
+    @classmethod
+    def from_beat_times(cls, beat_times: np.ndarray) -> TempoMap:
+        """beat_times: [n >= 2] seconds of beats 0..n-1 (a tracker's) -> a knot on every beat: proportional
+        between two beats, at the last beat's period past the end."""
+        times = np.asarray(beat_times, dtype=np.float64)
+        periods = np.diff(times)  # [n - 1] seconds from each beat to the next
+        return cls(np.arange(times.size), times, 60 / np.r_[periods, periods[-1]])
+
+    @property
+    def bpm(self) -> float:
+        """The first tempo (the only one of a steady song)."""
+        return float(self.bpms[0])
+
+    @property
+    def is_steady(self) -> bool:
+        return self.bpms.size == 1
+
+    def _knot(self, axis: np.ndarray, at: np.ndarray) -> np.ndarray:
+        return np.clip(np.searchsorted(axis, at, side="right") - 1, 0, axis.size - 1)
+
+    def seconds_at(self, beats: np.ndarray | Iterable[float]) -> np.ndarray:
+        """beats: [n] -> [n] seconds."""
+        beats = np.asarray(beats, dtype=np.float64)
+        k = self._knot(self.beats, beats)
+        return self.seconds[k] + (beats - self.beats[k]) * 60 / self.bpms[k]
+
+    def beats_at(self, seconds: np.ndarray | Iterable[float]) -> np.ndarray:
+        """seconds: [n] -> [n] beats (seconds_at inverted)."""
+        seconds = np.asarray(seconds, dtype=np.float64)
+        k = self._knot(self.seconds, seconds)
+        return self.beats[k] + (seconds - self.seconds[k]) * self.bpms[k] / 60
+
+    def beat_at(self, seconds: float) -> float:
+        return float(self.beats_at(np.array([seconds]))[0])
+
+    def regions(self) -> np.ndarray:
+        """[knots, 3] float: (first beat, BPM, seconds at that beat) of each tempo region."""
+        return np.stack([self.beats, self.bpms, self.seconds], axis=1)
+
+    def steady_start(self, beat: float) -> tuple[float, float]:
+        """(BPM, start) of a window that starts at `beat`: its region's tempo, and the beat it would be at
+        if the whole song ran at that tempo from 0 s, so that a steady window there times it exactly."""
+        k = int(self._knot(self.beats, np.array([beat]))[0])
+        return float(self.bpms[k]), float(self.seconds[k] * self.bpms[k] / 60 + beat - self.beats[k])
+
+    def events(self, tolerance: float = 0.0, decimals: int | None = None) -> list[BpmEvent]:
+        """v3 bpmEvents, the first at beat 0: one where the tempo differs from the running one by more than
+        tolerance (relative), each tempo rounded to `decimals` where given."""
+        events = [BpmEvent(float(self.beats[0]), float(self.bpms[0]))]
+        for beat, bpm in zip(self.beats[1:].tolist(), self.bpms[1:].tolist()):
+            if abs(bpm / events[-1].bpm - 1) > tolerance:
+                events.append(BpmEvent(beat, bpm))
+        return events if decimals is None else [BpmEvent(e.beat, round(e.bpm, decimals)) for e in events]
 
 
 # ---------------------------------------------------------------- difficulty files
@@ -800,19 +887,6 @@ def rejection(level: Level, diff: Difficulty) -> str | None:
     if diff.off_grid > MAX_OFF_GRID_SHARE * len(diff.notes):
         return "notes off the 4x3 grid"
     return None
-
-
-def tempo_map(level: Level, diff: Difficulty) -> list[BpmEvent]:
-    """The difficulty's tempo regions, each from its first beat on, the first at beat 0: its own tempo
-    events (v2 _BPMChanges, v3 bpmEvents), else the level's audio-data regions, else the Info BPM
-    throughout. An event that keeps the running tempo starts no region."""
-    regions = [BpmEvent(0.0, level.bpm)]
-    for event in sorted(e for e in (diff.bpm_events or level.bpm_regions) if e.bpm > 0 and e.beat >= 0):
-        if event.beat <= regions[-1].beat:
-            regions[-1] = BpmEvent(regions[-1].beat, event.bpm)  # at the same beat: it replaces
-        elif not _same_tempo(event.bpm, regions[-1].bpm):
-            regions.append(event)
-    return regions
 
 
 # ---------------------------------------------------------------- writing

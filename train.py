@@ -59,6 +59,7 @@ from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 from audio import ENCODEC_WEIGHTS, AudioError, create_audio_tokenizer  # noqa: E402
 from data import (  # noqa: E402
+    CHUNK_BEATS,
     NOTES_START,
     PPQ,
     TOKEN_SPACE_VERSION,
@@ -70,7 +71,7 @@ from data import (  # noqa: E402
     generated_notes,
 )
 from infer import STARTER_DIR  # noqa: E402
-from maps import HelpFormatter, MapError, Note, ZippedBeatSaberDataset, atomic_file, with_user_modes  # noqa: E402
+from maps import HelpFormatter, MapError, TempoMap, ZippedBeatSaberDataset, atomic_file, with_user_modes  # noqa: E402
 
 # Qwen3-0.6B's architecture, so --init scratch needs no download
 QWEN3_06B = dict(
@@ -183,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--codec-weights", default=ENCODEC_WEIGHTS, help="Encodec weights: hub id, local dir, or 'random' (test mode)"
     )
-    data.add_argument("--chunk-beats", type=int, default=64, help="beats per training chunk (bar-aligned)")
+    data.add_argument("--chunk-beats", type=int, default=CHUNK_BEATS, help="beats per training chunk (bar-aligned)")
     data.add_argument("--max-seq-length", type=int, default=32768, help="longer chunks are skipped, never truncated")
     data.add_argument("--max-empty-share", type=float, default=0.1, help="cap on the share of chunks without notes")
     data.add_argument("--val-share", type=float, default=0.05, help="share of songs held out for validation")
@@ -579,20 +580,19 @@ def unwrapped(model: torch.nn.Module) -> torch.nn.Module:
 def map_quality(model, val: BeatDataset, count: int, seed: int = 0) -> dict[str, float]:
     """Map `count` validation chunks (spread over the set) as infer.py would and score them against
     their true notes: timing F1 (40 ms), density ratio (generated / true notes), parity errors per swing."""
-    from infer import decode, sampling_options
+    from infer import Window, decode, sampling_options
     from levels.scorecard import scorecard
 
     picks = np.linspace(0, len(val) - 1, min(count, len(val))).round().astype(int)
-    # rows as infer.decode takes them: (difficulty, first beat, ticks in the chunk, prompt tokens)
-    rows, truths, bpms = [], [], []
+    windows, truths, tempi = [], [], []
     for i in picks:
         index, start = val.chunks[i]
         item = val.items[index]
         ids = val[i]["input_ids"]
         prompt_end = int(np.flatnonzero(ids == NOTES_START)[0]) + 2  # up to and including DIFF_x
-        rows.append((item.difficulty, start, val.chunk_beats * PPQ, ids[:prompt_end]))  # last chunks padded too
+        windows.append(Window(item.difficulty, start, val.chunk_beats * PPQ, ids[:prompt_end]))  # last ones padded too
         truths.append(generated_notes(ids[prompt_end:]))
-        bpms.append(item.region(start)[0])  # the chunk's tempo region
+        tempi.append(TempoMap.steady(item.tempo.steady_start(start)[0]))  # the chunk's tempo region
     was_training = model.training
     model.eval()
     with torch.random.fork_rng():
@@ -600,14 +600,14 @@ def map_quality(model, val: BeatDataset, count: int, seed: int = 0) -> dict[str,
         info = {"max_seq_length": val.max_seq_length}
         generated = [
             c
-            for i in range(0, len(rows), 8)
-            for c in decode(model, rows[i : i + 8], val.chunk_beats, info, sampling_options())
+            for i in range(0, len(windows), 8)
+            for c in decode(model, windows[i : i + 8], val.chunk_beats, info, sampling_options())
         ]
     model.train(was_training)
     f1, notes, true_notes, errors, swings = [], 0, 0, 0, 0
-    for chunk, truth, bpm in zip(generated, truths, bpms):
-        ours, true = ([Note(t / PPQ, x, y, c, d) for t, x, y, c, d in part] for part in (chunk, truth))
-        card = scorecard(ours, bpm, reference=true, chunk_beats=val.chunk_beats)  # the one scorecard, 40 ms
+    for chunk, truth, tempo in zip(generated, truths, tempi):
+        ours, true = ([note.placed(0) for note in part] for part in (chunk, truth))
+        card = scorecard(ours, tempo, reference=true, chunk_beats=val.chunk_beats)  # the one scorecard, 40 ms
         f1.append(card["timing_f1"])
         notes, true_notes = notes + len(ours), true_notes + len(true)
         errors, swings = errors + card["parity_errors"], swings + card["swings"]

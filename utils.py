@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from data import CHUNK_BEATS
 from levels.kits import KitError
 from levels.preview import level_preview, preview_path
 from levels.realsongs import (
@@ -26,9 +27,9 @@ from maps import (
     Difficulty,
     HelpFormatter,
     Level,
+    TempoMap,
     atomic_file,
     plain_notes,
-    tempo_map,
 )
 
 SCORE_ROWS = (  # (key, label, format) of the readable table; the JSON holds every figure
@@ -105,14 +106,12 @@ def score_level(args: argparse.Namespace) -> int:
             print(f"{args.reference}: no Standard {name} to compare with", file=sys.stderr)
         cards[name] = scorecard(
             plain_notes(ours[name]),
-            level.bpm,
+            TempoMap.of_difficulty(level, ours[name]),
             onsets,
             plain_notes(ref) if ref else None,
-            reference.bpm if reference else None,
+            TempoMap.of_difficulty(reference, ref) if ref else None,
             args.tolerance,
             args.chunk_beats,
-            tempo_map(level, ours[name]),
-            tempo_map(reference, ref) if ref else (),
         )
     for name, card in cards.items():
         if args.json:
@@ -220,7 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument(
         "--tolerance", type=float, default=TOLERANCE, help="seconds within which a note matches a reference note"
     )
-    score.add_argument("--chunk-beats", type=int, default=64, help="window length in beats whose seams are checked")
+    score.add_argument(
+        "--chunk-beats", type=int, default=CHUNK_BEATS, help="window length in beats whose seams are checked"
+    )
     score.add_argument("--json", action="store_true", help="one JSON object per difficulty per line")
     preview = commands.add_parser(
         "preview",

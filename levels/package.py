@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +14,11 @@ import numpy as np
 from audio import ogg_vorbis
 from levels.lightshow import ENVIRONMENT, bar_loudness, lightshow
 from maps import (
-    BpmEvent,
+    BEAT_TEMPO_TOLERANCE,
     Difficulty,
     Level,
     Note,
+    TempoMap,
     atomic_file,
     level_files,
 )
@@ -68,31 +70,33 @@ def cover_from_image(path: str | os.PathLike) -> bytes:
     return out.getvalue()
 
 
-def level_package(
-    notes: dict[str, list[Note]],
-    bpm: float,
-    song: np.ndarray,
-    song_name: str,
-    song_author: str,
-    cover: bytes | None = None,
-    mapper: str = GENERATED_BY,
-    lights: str = "full",
-    seed: int = 0,
-    generator: dict | None = None,
-    bpm_events: list[BpmEvent] = (),
-) -> dict[str, bytes]:
-    """{file name: bytes} of a level Beat Saber loads as is: Info.dat (v2.1.0, DefaultEnvironment, with
-    `generator` as its _customData._generator), one v3.3.0 Standard difficulty file per entry of notes
-    ({difficulty name: notes}) with its lightshow (`lights`: full, simple or none), song.egg, cover.jpg.
+@dataclass(frozen=True)
+class LevelInfo:
+    """What a generated level says of itself beside its notes, tempo and song."""
 
-    song: [n] or [n, channels] float at OUTPUT_RATE, beat 0 on its first sample. bpm_events: where the
-    tempo changes (each difficulty carries them as v3 bpmEvents); lights and repairs use `bpm` throughout.
+    song_name: str
+    song_author: str = ""
+    cover: bytes | None = None  # a JPEG; None draws one from the title
+    mapper: str = GENERATED_BY
+    lights: str = "full"  # LIGHT_MODES
+    seed: int = 0  # the lightshow's
+    generator: dict | None = None  # Info.dat's _customData._generator: what made the level
+
+
+def level_package(notes: dict[str, list[Note]], tempo: TempoMap, song: np.ndarray, info: LevelInfo) -> dict[str, bytes]:
+    """{file name: bytes} of a level Beat Saber loads as is: Info.dat (v2.1.0, DefaultEnvironment, the
+    first tempo as its BPM), one v3.3.0 Standard difficulty file per entry of notes ({difficulty name:
+    notes}) with its lightshow and, where the tempo changes, its v3 bpmEvents; song.egg, cover.jpg.
+
+    song: [n] or [n, channels] float at OUTPUT_RATE, beat 0 on its first sample. The lights follow the
+    first tempo throughout.
     """
-    seconds = len(song) / OUTPUT_RATE
+    seconds, bpm = len(song) / OUTPUT_RATE, tempo.bpm
+    bpm_events = [] if tempo.is_steady else tempo.events(BEAT_TEMPO_TOLERANCE, decimals=4)
     level = Level(
-        song_name=song_name,
-        song_author=song_author,
-        mapper=mapper,
+        song_name=info.song_name,
+        song_author=info.song_author,
+        mapper=info.mapper,
         bpm=bpm,
         song_filename="song.egg",
         cover_filename="cover.jpg",
@@ -106,19 +110,19 @@ def level_package(
                 f"{name}Standard.dat",
                 "3.3.0",
                 notes[name],
-                bpm_events=list(bpm_events),
+                bpm_events=bpm_events,
                 njs=NJS[name],
                 njs_offset=NJS_OFFSET,
             )
             for name in notes
         ],
         environment=ENVIRONMENT,
-        custom_data=generated_custom_data(generator) if generator is not None else {},
+        custom_data=generated_custom_data(info.generator) if info.generator is not None else {},
     )
     mono = song.reshape(len(song), -1).mean(axis=1)  # [n]
     loudness = bar_loudness(mono, OUTPUT_RATE, bpm)  # [bars] dB
-    shows = {name: lightshow(notes[name], bpm, loudness, seconds * bpm / 60, lights, seed) for name in notes}
-    cover = cover if cover is not None else cover_jpeg(song_name)
+    shows = {name: lightshow(notes[name], bpm, loudness, seconds * bpm / 60, info.lights, info.seed) for name in notes}
+    cover = info.cover if info.cover is not None else cover_jpeg(info.song_name)
     return level_files(level, shows) | {"song.egg": ogg_vorbis(song, OUTPUT_RATE), "cover.jpg": cover}
 
 

@@ -20,6 +20,7 @@ from maps import (
     UP_LEFT,
     UP_RIGHT,
     Note,
+    TempoMap,
     slot,
 )
 
@@ -63,28 +64,21 @@ def swings(notes: Iterable[Note]) -> list[list[Note]]:
     return [by_swing[key] for key in sorted(by_swing)]
 
 
-def playable(notes: Iterable[Note], bpm: float, max_notes_per_beat: float | None = None) -> tuple[list[Note], Counter]:
-    """Generated notes -> (notes a player can play, repairs made by kind in REPAIRS).
+def repair(
+    notes: Iterable[Note], tempo: TempoMap | None = None, max_notes_per_beat: float | None = None
+) -> tuple[list[Note], Counter]:
+    """Notes -> (notes a player can play, repairs made by kind in REPAIRS).
 
-    In order: notes in the first MIN_NOTE_SECONDS of audio are dropped; exact duplicates
-    removed; of notes sharing a cell at one tick the first (by colour, direction) stays;
+    In order: with a tempo (generated notes), notes in the first MIN_NOTE_SECONDS of audio are dropped;
+    exact duplicates removed; of notes sharing a cell at one tick the first (by colour, direction) stays;
     with max_notes_per_beat, a note that would make any one-beat span hold more than that many
     (rounded down) is dropped, earlier notes first kept (the grammar keeps this inside a window; this
-    keeps it across window seams);
-    arrows of one colour at one tick take the first arrow's direction (dots stay dots);
-    a hand that would swing forehand (or backhand) twice in a row has its swing flipped
-    to the opposite direction (a dot swings either way and keeps the hand alternating).
+    keeps it across window seams); arrows of one colour at one tick take the first arrow's direction
+    (dots stay dots); a hand that would swing forehand (or backhand) twice in a row has its swing
+    flipped to the opposite direction (a dot swings either way and keeps the hand alternating).
+    The scorecard counts a map's problems with these same definitions (no tempo: nothing dropped early).
     """
-    return repaired(notes, MIN_NOTE_SECONDS * bpm / 60, max_notes_per_beat)
-
-
-def repaired(
-    notes: Iterable[Note], first_beat: float = 0.0, max_notes_per_beat: float | None = None
-) -> tuple[list[Note], Counter]:
-    """playable's repairs from first_beat on: (notes, repairs by kind).
-
-    The scorecard counts a map's problems with the same definitions the repair pass uses.
-    """
+    first_beat = tempo.beat_at(MIN_NOTE_SECONDS) if tempo is not None else 0.0
     repairs: Counter = Counter({kind: 0 for kind in REPAIRS})
     notes = list(notes)
     kept = [n for n in notes if n.beat >= first_beat]

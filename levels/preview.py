@@ -9,19 +9,18 @@ from pathlib import Path
 
 import numpy as np
 
+from audio import ONSET_RATE
 from maps import (
     BEATS_PER_BAR,
     DOT,
     GRID_CELLS,
     GRID_COLUMNS,
     GRID_ROWS,
-    BpmEvent,
     Level,
     Note,
-    beat_seconds,
+    TempoMap,
     on_grid,
     plain_notes,
-    tempo_map,
 )
 
 PREVIEW_WIDTH = 1200  # pixels of time axis
@@ -43,25 +42,23 @@ def preview_size(difficulties: int) -> tuple[int, int]:
 
 def preview_png(
     notes: dict[str, list[Note]],
-    bpm: float,
+    tempo: TempoMap,
     samples: np.ndarray,
     rate: int,
     seconds: float = 30.0,
     title: str = "",
-    bpm_events: list[BpmEvent] = (),
 ) -> bytes:
     """A PNG lane chart of the first `seconds` of a level: per difficulty ({name: notes}), the 12 grid
     cells as lanes (top row first) with each note as an arrow in its cut direction (a dot for dot notes)
     in its saber's colour, the song's onset strength under them, bar lines bright, beats faint.
-    samples: [n] mono float at `rate`, beat 0 on sample 0 (as the level's song); beats are timed by bpm
-    and, where the tempo changes, bpm_events."""
+    samples: [n] mono float at `rate`, beat 0 on sample 0 (as the level's song); beats timed by tempo."""
     import librosa
     from PIL import Image, ImageDraw
 
     width, height = preview_size(len(notes))
     image = Image.new("RGB", (width, height), (18, 18, 24))
     draw = ImageDraw.Draw(image)
-    draw.text((8, 7), f"{title}  {bpm:g} BPM  first {seconds:g} s".strip(), fill=(230, 230, 230))
+    draw.text((8, 7), f"{title}  {tempo.bpm:g} BPM  first {seconds:g} s".strip(), fill=(230, 230, 230))
     hop = 512
     strength = librosa.onset.onset_strength(y=samples.astype(np.float32), sr=rate, hop_length=hop)  # [frames]
     # scaled to its 99th percentile, so one loud hit cannot flatten the rest
@@ -71,8 +68,7 @@ def preview_png(
     def x_of(second: float) -> float:
         return LABEL_WIDTH + second / seconds * PREVIEW_WIDTH
 
-    fastest = max([bpm, *(e.bpm for e in bpm_events)])
-    beat_times = beat_seconds(np.arange(int(seconds * fastest / 60) + 1, dtype=np.float64), bpm, bpm_events)
+    beat_times = tempo.seconds_at(np.arange(int(seconds * tempo.bpms.max() / 60) + 1))  # [beats] seconds
     panel = GRID_CELLS * LANE_HEIGHT + ONSET_HEIGHT + PANEL_GAP
     for i, (name, chosen) in enumerate(notes.items()):
         top = HEADER_HEIGHT + i * panel
@@ -91,7 +87,7 @@ def preview_png(
         curve = [(x_of(f * hop / rate), base - v * (ONSET_HEIGHT - 4)) for f, v in enumerate(frames)]
         if len(curve) > 1:
             draw.polygon([(curve[0][0], base), *curve, (curve[-1][0], base)], fill=(90, 170, 120))
-        note_times = beat_seconds(np.array([n.beat for n in chosen], dtype=np.float64), bpm, bpm_events)
+        note_times = tempo.seconds_at([n.beat for n in chosen])
         for note, second in zip(chosen, note_times):
             if not 0 <= second <= seconds or not on_grid(note):
                 continue
@@ -126,11 +122,11 @@ def level_preview(level: Level, seconds: float = 30.0, difficulties: list[str] |
     chosen = {k: v for k, v in chosen.items() if not difficulties or k in difficulties}
     if not chosen:
         raise ValueError(f"no Standard {' or '.join(difficulties or ['difficulty'])}")
-    rate = 22050
+    rate = ONSET_RATE
     samples = load_audio(read_level_file(level.path, level.song_filename), rate, f"{level.path}:{level.song_filename}")
     standard = [d for d in level.difficulties if d.characteristic == "Standard" and d.difficulty in chosen]
-    events = tempo_map(level, next((d for d in standard if d.bpm_events), standard[0]))
-    return preview_png(chosen, level.bpm, samples, rate, seconds, level.song_name, events)
+    tempo = TempoMap.of_difficulty(level, next((d for d in standard if d.bpm_events), standard[0]))
+    return preview_png(chosen, tempo, samples, rate, seconds, level.song_name)
 
 
 def preview_path(level: str | os.PathLike) -> Path:

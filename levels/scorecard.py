@@ -5,20 +5,21 @@ from __future__ import annotations
 import math
 import sys
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import numpy as np
 
-from levels.playability import FOREHAND, repaired, swings
+from audio import ONSET_RATE
+from data import CHUNK_BEATS
+from levels.playability import FOREHAND, repair, swings
 from maps import (
     DOT,
     GRID_CELLS,
     PPQ,
-    BpmEvent,
     Level,
     Note,
-    beat_seconds,
+    TempoMap,
     snap_ticks,
 )
 
@@ -31,18 +32,10 @@ RESET_SECONDS = 1.0  # a hand idle this long may start over on either side
 SEAM_BEATS = 2  # notes this close to a multiple of chunk_beats sit at a window seam
 
 
-def song_beats_at(seconds: float, bpm: float, events: Sequence[BpmEvent] = ()) -> float:
-    """Seconds after beat 0 -> the beat there, under the tempo events (beat_seconds inverted: it is
-    piecewise linear and increasing, so its knots and one far point interpolate it exactly)."""
-    knots = np.array(sorted({0.0, *(e.beat for e in events if e.beat > 0)}) + [1e9])  # [k] beats
-    return float(np.interp(seconds, beat_seconds(knots, bpm, events), knots))
-
-
-def note_seconds(notes: Iterable[Note], bpm: float, events: Sequence[BpmEvent] = ()) -> np.ndarray:
-    """[distinct note times] float seconds, sorted: notes at one tick count once; beats timed at bpm,
-    or under the tempo events (v3 bpmEvents) where the map has them."""
+def note_seconds(notes: Iterable[Note], tempo: TempoMap) -> np.ndarray:
+    """[distinct note times] float seconds, sorted: notes at one tick count once."""
     ticks = np.unique(np.asarray(snap_ticks(n.beat for n in notes), dtype=np.int64))
-    return beat_seconds(ticks / PPQ, bpm, events)
+    return tempo.seconds_at(ticks / PPQ)
 
 
 def matched(estimate: np.ndarray, reference: np.ndarray, tolerance: float) -> int:
@@ -90,9 +83,7 @@ def near_share(times: np.ndarray, onsets: np.ndarray, tolerance: float) -> float
     return float(np.mean(gap <= tolerance))
 
 
-def listening(
-    times: np.ndarray, onsets: np.ndarray, bpm: float, tolerance: float = TOLERANCE, events: Sequence[BpmEvent] = ()
-) -> dict[str, float]:
+def listening(times: np.ndarray, onsets: np.ndarray, tempo: TempoMap, tolerance: float = TOLERANCE) -> dict[str, float]:
     """How much more often note times sit on audio onsets than random placements would.
 
     The baseline is the share that notes placed at random on the 1/4-beat grid between the
@@ -102,8 +93,8 @@ def listening(
     if len(times) == 0:
         return {"onset_share": 0.0, "random_onset_share": 0.0, "listening_lift": 0.0}
     step = RANDOM_GRID / PPQ  # beats
-    first, last = (round(song_beats_at(t, bpm, events) / step) for t in (times[0], times[-1]))
-    grid = beat_seconds(np.arange(first, last + 1) * step, bpm, events)  # [points] seconds
+    first, last = (round(tempo.beat_at(t) / step) for t in (times[0], times[-1]))
+    grid = tempo.seconds_at(np.arange(first, last + 1) * step)  # [points] seconds
     share, random_share = near_share(times, onsets, tolerance), near_share(grid, onsets, tolerance)
     lift = share / random_share if random_share else 0.0
     return {"onset_share": share, "random_onset_share": random_share, "listening_lift": lift}
@@ -115,7 +106,7 @@ def density_curve(times: np.ndarray, bin_seconds: float, bins: int) -> np.ndarra
     return counts[:bins]
 
 
-def parity_log(notes: Iterable[Note], bpm: float, events: Sequence[BpmEvent] = ()) -> list[tuple[float, bool]]:
+def parity_log(notes: Iterable[Note], tempo: TempoMap) -> list[tuple[float, bool]]:
     """Per swing (see swings) in time order: (beat, whether it breaks parity).
 
     The repair pass's rule (a hand alternates forehand and backhand; FOREHAND per colour; a
@@ -126,7 +117,7 @@ def parity_log(notes: Iterable[Note], bpm: float, events: Sequence[BpmEvent] = (
     last: dict[int, tuple[bool, float]] = {}  # colour -> (its previous swing was a forehand, its seconds)
     log = []
     every = swings(notes)
-    starts = beat_seconds(np.array([swing[0].beat for swing in every]), bpm, events)  # [swings] seconds
+    starts = tempo.seconds_at([swing[0].beat for swing in every])  # [swings] seconds
     for swing, seconds in zip(every, starts.tolist()):
         color = swing[0].color
         arrows = [n.direction for n in swing if n.direction != DOT]
@@ -141,12 +132,12 @@ def parity_log(notes: Iterable[Note], bpm: float, events: Sequence[BpmEvent] = (
     return log
 
 
-def playability(notes: Iterable[Note], bpm: float, events: Sequence[BpmEvent] = ()) -> dict[str, float]:
+def problems(notes: Iterable[Note], tempo: TempoMap) -> dict[str, float]:
     """The repair pass's problems counted, not fixed: parity errors per swing (parity_log), cell
     collisions and notes whose direction disagrees with their stack."""
     notes = list(notes)
-    _, repairs = repaired(notes)
-    log = parity_log(notes, bpm, events)
+    _, repairs = repair(notes)
+    log = parity_log(notes, tempo)
     errors = sum(error for _, error in log)
     return {
         "swings": len(log),
@@ -177,12 +168,10 @@ def variety(notes: list[Note]) -> dict[str, float]:
     }
 
 
-def seams(
-    notes: list[Note], bpm: float, chunk_beats: int, song_beats: float, events: Sequence[BpmEvent] = ()
-) -> dict[str, float]:
+def seams(notes: list[Note], tempo: TempoMap, chunk_beats: int, song_beats: float) -> dict[str, float]:
     """Parity errors per swing and notes per beat within SEAM_BEATS of every multiple of chunk_beats
     (where independently decoded windows meet) beside the same figures elsewhere."""
-    log = parity_log(notes, bpm, events)
+    log = parity_log(notes, tempo)
     starts = np.arange(chunk_beats, song_beats, chunk_beats)
 
     def at_seam(beat: float) -> bool:  # within [seam - SEAM_BEATS, seam + SEAM_BEATS) of some seam
@@ -207,41 +196,38 @@ class Onsets(NamedTuple):
 
 def scorecard(
     notes: list[Note],
-    bpm: float,
+    tempo: TempoMap,
     onsets: Onsets | None = None,
     reference: list[Note] | None = None,
-    reference_bpm: float | None = None,
+    reference_tempo: TempoMap | None = None,
     tolerance: float = TOLERANCE,
-    chunk_beats: int = 64,
-    events: Sequence[BpmEvent] = (),
-    reference_events: Sequence[BpmEvent] = (),
+    chunk_beats: int = CHUNK_BEATS,
 ) -> dict:
     """One difficulty's quality figures (see docs/quality.md).
 
-    notes: the difficulty's notes, beats at this bpm, beat 0 at the song's first sample.
+    notes: the difficulty's notes, timed by tempo, beat 0 at the song's first sample.
     onsets: the song's audio onsets and length (for listening; the length also sets notes
     per second, else the last note's time does). reference: a map of the same song to compare
-    with, at reference_bpm (default bpm). events, reference_events: the maps' tempo changes
-    (maps.tempo_map), which time their beats where they have them.
+    with, timed by reference_tempo (default tempo).
     """
     notes = sorted(notes)
-    times = note_seconds(notes, bpm, events)
+    times = note_seconds(notes, tempo)
     duration = onsets.duration if onsets else (float(times[-1]) if len(times) else 0.0)
-    song_beats = song_beats_at(duration, bpm, events)
+    song_beats = tempo.beat_at(duration)
     card: dict = {"notes": len(notes), "nps": len(notes) / duration if duration else 0.0}
     profile = rhythm_profile(notes)
     card |= {f"rhythm_{name}": float(share) for name, share in zip(RHYTHM_CLASSES, profile)}
     if onsets is not None:
-        card |= listening(times, onsets.seconds, bpm, tolerance, events)
-    card |= playability(notes, bpm, events) | variety(notes) | seams(notes, bpm, chunk_beats, song_beats, events)
+        card |= listening(times, onsets.seconds, tempo, tolerance)
+    card |= problems(notes, tempo) | variety(notes) | seams(notes, tempo, chunk_beats, song_beats)
     if reference is not None:
-        reference_bpm = reference_bpm or bpm
-        reference_times = note_seconds(reference, reference_bpm, reference_events)
+        reference_tempo = reference_tempo or tempo
+        reference_times = note_seconds(reference, reference_tempo)
         card |= timing_scores(times, reference_times, tolerance)
         card["density_ratio"] = len(notes) / len(reference) if reference else 0.0
         profile_gap = np.abs(profile - rhythm_profile(reference)).sum() / 2
         card["rhythm_distance"] = float(profile_gap)  # total variation distance, 0 same .. 1 disjoint
-        span = DENSITY_BEATS * 60 / reference_bpm
+        span = DENSITY_BEATS * 60 / reference_tempo.bpm
         bins = max(1, math.ceil(max(duration, float(reference_times[-1]) if len(reference_times) else 0) / span))
         ours, theirs = density_curve(times, span, bins), density_curve(reference_times, span, bins)
         both_vary = bins > 2 and ours.std() > 0 and theirs.std() > 0
@@ -254,7 +240,7 @@ def song_onsets(level: Level) -> Onsets | None:
     from audio import AudioError, load_audio
     from maps import MapError, read_level_file
 
-    rate = 22050
+    rate = ONSET_RATE
     try:
         samples = load_audio(
             read_level_file(level.path, level.song_filename), rate, f"{level.path}:{level.song_filename}"

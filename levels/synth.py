@@ -18,7 +18,7 @@ from maps import (
     Difficulty,
     Level,
     Note,
-    beat_seconds,
+    TempoMap,
     level_files,
 )
 
@@ -182,7 +182,7 @@ def _render_hard(
     seconds_per_beat = 60 / bpm
     if events:
         # times: [beats + 1] seconds of every beat; a hit between two beats is placed proportionally
-        times = beat_seconds(np.arange(beats + 1.0), bpm, events)
+        times = TempoMap.from_events(bpm, events).seconds_at(np.arange(beats + 1.0))
 
         def seconds(beat: float) -> float:
             return float(np.interp(beat, np.arange(beats + 1.0), times))

@@ -40,13 +40,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import infer  # noqa: E402
 import train  # noqa: E402
-from audio import create_audio_tokenizer, load_audio  # noqa: E402
+from audio import ONSET_RATE, create_audio_tokenizer, load_audio  # noqa: E402
 from levels.playability import MIN_NOTE_SECONDS  # noqa: E402
 from levels.scorecard import onset_seconds, scorecard  # noqa: E402
 from levels.synth import write_synth_corpus  # noqa: E402
 from maps import (  # noqa: E402
     Level,
     Note,
+    TempoMap,
     load_level,
     plain_notes,  # noqa: E402
     read_level_file,
@@ -109,11 +110,11 @@ def grid_baselines(level_path: Path) -> dict[str, dict[str, list[Note]]]:
     """{baseline: {difficulty: notes}}: a note on every beat, a note on every detected onset (from
     MIN_NOTE_SECONDS on, as infer.py would place them)."""
     level = load_level(level_path)
-    samples = load_audio(read_level_file(level_path, level.song_filename), 22050)
-    seconds = len(samples) / 22050
+    samples = load_audio(read_level_file(level_path, level.song_filename), ONSET_RATE)
+    seconds = len(samples) / ONSET_RATE
     first = MIN_NOTE_SECONDS * level.bpm / 60
     beats = [float(b) for b in range(int(np.ceil(first)), int(seconds * level.bpm / 60))]
-    onsets = [t * level.bpm / 60 for t in onset_seconds(samples, 22050) if t >= MIN_NOTE_SECONDS]
+    onsets = [t * level.bpm / 60 for t in onset_seconds(samples, ONSET_RATE) if t >= MIN_NOTE_SECONDS]
     every = {"every beat": beats, "every onset": onsets}
     return {name: {d: [Note(b, 1, 0, 0, 1) for b in bs] for d in DIFFICULTIES} for name, bs in every.items()}
 
@@ -144,14 +145,18 @@ def score_maps(
         seconds += song_beats * 60 / level.bpm
         for d in DIFFICULTIES:
             ours, theirs = by_difficulty.get(d, []), diffs[d]
-            f1[d].append(scorecard(ours, level.bpm, reference=theirs, tolerance=TOLERANCE)["timing_f1"])
+            f1[d].append(
+                scorecard(ours, TempoMap.steady(level.bpm), reference=theirs, tolerance=TOLERANCE)["timing_f1"]
+            )
             notes[d] += len(ours)
             true_notes[d] += len(theirs)
             for part, in_last in ((last, True), (rest, False)):
                 mine = [n for n in ours if (n.beat >= last_start) == in_last]
                 true = [n for n in theirs if (n.beat >= last_start) == in_last]
                 if true:
-                    part.append(scorecard(mine, level.bpm, reference=true, tolerance=TOLERANCE)["timing_f1"])
+                    part.append(
+                        scorecard(mine, TempoMap.steady(level.bpm), reference=true, tolerance=TOLERANCE)["timing_f1"]
+                    )
     return {
         "f1": float(np.mean([v for d in DIFFICULTIES for v in f1[d]])),
         **{f"f1 {d}": float(np.mean(f1[d])) for d in DIFFICULTIES},

@@ -31,16 +31,16 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from bench_learn import map_song  # noqa: E402
 
-from audio import load_audio  # noqa: E402
+from audio import ONSET_RATE, load_audio  # noqa: E402
 from data import PEAK_NOTES_PER_BEAT  # noqa: E402
 from infer import STARTER_DIR  # noqa: E402
 from levels.playability import MIN_NOTE_SECONDS  # noqa: E402
 from levels.scorecard import Onsets, onset_seconds, scorecard, song_onsets  # noqa: E402
-from maps import Note, load_level, plain_notes, read_level_file, tempo_map  # noqa: E402
+from maps import Note, TempoMap, load_level, plain_notes, read_level_file  # noqa: E402
 
 DIFFICULTIES = ("Normal", "Expert")
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "maps"
-RATE = 22050
+RATE = ONSET_RATE  # the scorecard's onsets
 TOLERANCE = 0.04
 
 
@@ -54,7 +54,7 @@ def human_songs() -> list[Path]:
         except Exception:  # noqa: BLE001 - a fixture without its song or that does not load is no candidate
             continue
         standard = [d for d in level.difficulties if d.characteristic == "Standard" and d.notes]
-        if standard and not any(tempo_map(level, d)[1:] for d in standard):
+        if standard and all(TempoMap.of_difficulty(level, d).is_steady for d in standard):
             found.append(folder)
     return found
 
@@ -102,7 +102,8 @@ def score(notes: dict[str, list[Note]], path: Path, onsets: Onsets) -> dict[str,
     level = load_level(path)
     truth = reference_notes(path)
     cards = [
-        scorecard(notes[d], level.bpm, reference=truth[d], tolerance=TOLERANCE, onsets=onsets) for d in DIFFICULTIES
+        scorecard(notes[d], TempoMap.steady(level.bpm), reference=truth[d], tolerance=TOLERANCE, onsets=onsets)
+        for d in DIFFICULTIES
     ]
     return {
         "f1": float(np.mean([c["timing_f1"] for c in cards])),

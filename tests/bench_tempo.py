@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from audio import TRACKERS, Tempo, estimate_tempo, load_audio  # noqa: E402
 from levels.synth import synth_level  # noqa: E402
-from maps import MapError, beat_seconds, load_level, read_level_file  # noqa: E402
+from maps import MapError, TempoMap, load_level, read_level_file  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "maps"
 RATIOS = {"ok": 1, "x2": 2, "x1/2": 1 / 2, "x3/2": 3 / 2, "x2/3": 2 / 3, "x3": 3, "x1/3": 1 / 3, "x4/3": 4 / 3}
@@ -57,7 +57,7 @@ class Song:
 def true_beats(bpm: float, regions, seconds: float) -> np.ndarray:
     """[beats] seconds of every beat of the mapper's tempo map within the song."""
     count = int(seconds * max([bpm, *(r.bpm for r in regions)]) / 60) + 2
-    times = beat_seconds(np.arange(count, dtype=np.float64), bpm, regions)
+    times = TempoMap.from_events(bpm, regions).seconds_at(np.arange(count))
     return times[times <= seconds]
 
 

@@ -253,12 +253,12 @@ def test_bpm_prior_is_the_geometric_mean_and_log_spread():
 def test_estimate_tempo_finds_and_follows_tempo_changes(change):
     from audio import estimate_tempo
     from levels.synth import synth_level
-    from maps import beat_seconds
+    from maps import TempoMap
 
     files, level = synth_level(2 if change == "step" else 1, seed=7, bars=40, hard=True, tempo=change)
     samples = load_audio(files["song.egg"], 44100)
     events = level.difficulties[0].bpm_events
-    truth = beat_seconds(np.arange(int(samples.size / 44100 * level.bpm / 30)), level.bpm, events)
+    truth = TempoMap.from_events(level.bpm, events).seconds_at(np.arange(int(samples.size / 44100 * level.bpm / 30)))
     truth = truth[truth < samples.size / 44100]
     tempo = estimate_tempo(samples, 44100)
     if change == "steady":

@@ -20,6 +20,7 @@ from data import (
     PPQ,
     TIME,
     BeatDataset,
+    ChunkNote,
     CodesCache,
     audio_masking_collator,
     decode_notes,
@@ -126,14 +127,16 @@ def test_notes_land_on_their_ticks_and_frames(dataset, corpus, tokenizer):
             diff = next(d for d in level.difficulties if d.difficulty == _difficulty_name(input_ids))
             end = start + CHUNK_BEATS
             inside = [n for n in plain_notes(diff) if start * PPQ <= round(n.beat * PPQ) < end * PPQ]
-            expected = sorted({(round((n.beat - start) * PPQ), n.x, n.y, n.color, n.direction) for n in inside})
+            expected = sorted(
+                {ChunkNote(round((n.beat - start) * PPQ), n.x, n.y, n.color, n.direction) for n in inside}
+            )
             tokens = _note_tokens(input_ids)
             assert note_tokens_error(tokens, CHUNK_BEATS * PPQ) is None
             assert sorted(decode_notes(tokens)) == expected
             # the notes walk the prompt's marker grid: every marker tick and every note tick, once each
             prompt = input_ids[: int(np.flatnonzero(input_ids == NOTES_START)[0])]
             grid = {int(t) - TIME.start for t in prompt if TIME.start <= t < TIME.stop}
-            assert [t - TIME.start for t in tokens if t in TIME] == sorted(grid | {n[0] for n in expected})
+            assert [t - TIME.start for t in tokens if t in TIME] == sorted(grid | {n.tick for n in expected})
             # the audio is the song's codes from the chunk's first beat on, past the song's end its silence
             spb_frames = 60 / level.bpm * tokenizer.frame_rate  # frames per beat
             first = round(start * spb_frames)
@@ -141,10 +144,10 @@ def test_notes_land_on_their_ticks_and_frames(dataset, corpus, tokenizer):
             song_part = full[first : first + len(audio)]
             assert np.array_equal(audio[: len(song_part)], song_part)
             assert (audio[len(song_part) :] == dataset.silence).all()
-            for tick, *fields in expected:
-                beat = start + tick / PPQ
-                assert abs(first + tick / PPQ * spb_frames - beat * spb_frames) <= 1
-                key = (item.level_path, diff.difficulty, beat, *fields)
+            for note in expected:
+                beat = start + note.tick / PPQ
+                assert abs(first + note.tick / PPQ * spb_frames - beat * spb_frames) <= 1
+                key = (item.level_path, diff.difficulty, note.placed(start))
                 seen[key] = seen.get(key, 0) + 1
         # within an epoch no note is in two chunks
         assert seen and max(seen.values()) == 1
@@ -161,7 +164,7 @@ def test_time_markers_sit_before_each_grid_ticks_first_frame(dataset, tokenizer)
         codes_before = marks - np.arange(len(marks))  # audio tokens ahead of each marker
         assert (codes_before % 2 == 0).all()  # never between a frame's two codes
         ticks = [b * PPQ + t for b in range(CHUNK_BEATS) for t in MARKER_TICKS]
-        per_tick = 60 / item.bpm / PPQ * tokenizer.frame_rate
+        per_tick = 60 / item.tempo.bpm / PPQ * tokenizer.frame_rate
         at = [round((start * PPQ + tick) * per_tick) - round(start * PPQ * per_tick) for tick in ticks]
         # every window, the song's last included, holds the whole grid
         assert list(zip((audio[marks] - TIME.start).tolist(), (codes_before // 2).tolist())) == list(zip(ticks, at))
@@ -182,10 +185,10 @@ def test_audio_slice_is_the_chunks_seconds_at_every_bpm(dataset, tokenizer):
     bpms, padded = set(), 0
     for item, start, input_ids in _chunks(dataset):
         frames = len(_audio_codes(input_ids))
-        expected = round(CHUNK_BEATS * 60 / item.bpm * tokenizer.frame_rate)
-        assert abs(frames - expected) <= 1, (item.bpm, start)  # the song's last chunk too: padded
-        padded += round((start + CHUNK_BEATS) * 60 / item.bpm * tokenizer.frame_rate) > dataset.frames[item.song_hash]
-        bpms.add(item.bpm)
+        expected = round(CHUNK_BEATS * 60 / item.tempo.bpm * tokenizer.frame_rate)
+        assert abs(frames - expected) <= 1, (item.tempo.bpm, start)  # the song's last chunk too: padded
+        padded += round((start + CHUNK_BEATS) * 60 / item.tempo.bpm * tokenizer.frame_rate) > dataset.frames[item.song_hash]
+        bpms.add(item.tempo.bpm)
     assert bpms == set(SYNTH_BPMS) and padded > 0
 
 
@@ -232,7 +235,7 @@ def test_empty_chunk_cap(base, tokenizer, cache_dir, share):
 
 
 def test_a_level_whose_tempo_steps_trains_on_chunks_inside_one_tempo(tokenizer, tmp_path):
-    from maps import beat_seconds
+    from maps import TempoMap
 
     files, level = synth_level(2, seed=7, bars=12, hard=True, tempo="step")  # 14 bars, the step on beat 28
     (tmp_path / "data").mkdir()
@@ -252,12 +255,15 @@ def test_a_level_whose_tempo_steps_trains_on_chunks_inside_one_tempo(tokenizer, 
             first, end = data._span(item, start)
             bpm = new_bpm if start >= step else level.bpm
             # the chunk's audio is its own beats' seconds, timed through the tempo change
-            assert abs(first - beat_seconds(np.array([start]), level.bpm, events)[0] * tokenizer.frame_rate) <= 0.5
+            assert (
+                abs(first - TempoMap.from_events(level.bpm, events).seconds_at([start])[0] * tokenizer.frame_rate)
+                <= 0.5
+            )
             assert abs(end - first - CHUNK_BEATS * 60 / bpm * tokenizer.frame_rate) <= 1
             notes = decode_notes(_note_tokens(data[i]["input_ids"]))
             truth = next(d for d in level.difficulties if d.difficulty == item.difficulty).notes
             expected = sorted(round((n.beat - start) * PPQ) for n in truth if start <= n.beat < start + CHUNK_BEATS)
-            assert sorted({n[0] for n in notes}) == sorted(set(expected))
+            assert sorted({n.tick for n in notes}) == sorted(set(expected))
             after += start >= step
     assert after > 0
 

@@ -31,7 +31,7 @@ from data import (
 from levels.lightshow import ENVIRONMENT
 from levels.package import GENERATED_BY, TOOL, write_zip
 from levels.synth import synth_level
-from maps import MapError, Note, load_level
+from maps import MapError, load_level
 
 CHUNK_BEATS = 8
 
@@ -132,7 +132,7 @@ def test_grammar_keeps_sampling_from_random_logits_valid_and_on_the_grid(seed):
         assert set(written) >= {t for t in grid if t < ticks}  # no grid tick skipped
         notes = generated_notes(row)
         assert _cells_and_stacks(infer_notes(notes)) == (0, 0)
-        stacks += len(notes) - len({n[0] for n in notes})
+        stacks += len(notes) - len({n.tick for n in notes})
     assert stacks > 0  # several notes at one tick did occur
 
 
@@ -148,7 +148,7 @@ def test_max_notes_per_beat_caps_every_beat_and_spreads_the_notes():
         ids = torch.cat([ids, torch.multinomial(grammar(ids, scores).softmax(-1), 1, generator=generator)], 1)
     for row, cap in zip(ids[:, len(grid) + 1 :].tolist(), [2, 2, 1]):
         assert EOS in row  # the grid walked to its end
-        beats = np.array([tick / 48 for tick, *_ in generated_notes(row)])
+        beats = np.array([note.tick / 48 for note in generated_notes(row)])
         busiest = max(np.sum((beats > b - 1) & (beats <= b)) for b in beats)  # any one-beat span (b - 1, b]
         assert busiest == cap
         assert np.bincount(beats.astype(int), minlength=8).min() >= 1  # spread: every beat of the window has notes
@@ -241,13 +241,13 @@ def test_prefill_computes_logits_for_the_last_position_only(untrained):
     positions = []  # positions the LM head saw per forward
     model.get_output_embeddings().register_forward_hook(lambda m, args, out: positions.append(args[0].shape[1]))
     prompt = torch.cat([torch.tensor([TIME.start + t for t in range(0, 8 * 48, 12)]), torch.tensor([NOTES_START])])
-    rows = [("Expert", 0, 8 * 48, np.concatenate([np.zeros(300, np.int64) + 5, prompt.numpy()]))]
+    rows = [infer.Window("Expert", 0, 8 * 48, np.concatenate([np.zeros(300, np.int64) + 5, prompt.numpy()]))]
     infer.decode(model, rows, CHUNK_BEATS, info, infer.sampling_options())
     assert len(positions) > 10 and set(positions) == {1}
 
 
 def infer_notes(chunk_notes):
-    return [Note(tick / 48, x, y, c, d) for tick, x, y, c, d in chunk_notes]
+    return [note.placed(0) for note in chunk_notes]
 
 
 # ---------------------------------------------------------------- end to end
@@ -374,34 +374,35 @@ def test_a_doubtful_tempo_says_why_and_what_to_do():
 
 
 def test_warped_window_at_one_tempo_is_the_plain_window():
-    from data import chunk_codes, chunk_frames, chunk_markers
+    from data import chunk_codes, chunk_frames, chunk_markers, window_codes
+    from maps import TempoMap
 
     codes = np.random.default_rng(0).integers(0, 1024, (700, 2)).astype(np.int16)  # [frames, 2], 75 frames/s
     silence = np.array([5, 7], dtype=np.int16)
     bpm, beat_times = 120.0, np.arange(40) * 0.5  # [beats] seconds: 37.5 frames per beat
     for start in (0, 8, 16):  # the last window runs past the song's end into silence
         first, end = chunk_frames(start, CHUNK_BEATS, bpm, 75)
-        window, markers = infer.warped_window(codes, silence, beat_times, start, CHUNK_BEATS, 75)
+        window, markers = window_codes(codes, silence, TempoMap.from_beat_times(beat_times), start, CHUNK_BEATS, 75)
         assert np.array_equal(window, chunk_codes(codes, first, end, silence))
         plain = chunk_markers(start, CHUNK_BEATS, bpm, 75, end - first)
         assert np.array_equal(markers.ticks, plain.ticks) and np.array_equal(markers.frames, plain.frames)
 
 
 def test_tempo_events_keep_every_beat_on_its_time():
-    from maps import beat_seconds
+    from maps import BEAT_TEMPO_TOLERANCE, TempoMap
 
     periods = np.r_[np.full(30, 0.5), np.full(20, 0.4), np.linspace(0.4, 0.45, 16), np.full(10, 0.45)]
     beat_times = np.r_[0, np.cumsum(periods)]  # [77] seconds: a step and a ramp
-    events = infer.tempo_events(beat_times)
+    events = TempoMap.from_beat_times(beat_times).events(BEAT_TEMPO_TOLERANCE, decimals=4)
     assert events[0] == (0.0, 120.0) and (30.0, 150.0) in events and len(events) < 30
-    level_times = beat_seconds(np.arange(beat_times.size, dtype=np.float64), events[0].bpm, events)
+    level_times = TempoMap.from_events(events[0].bpm, events).seconds_at(np.arange(beat_times.size))
     assert np.abs(level_times - beat_times).max() < 1e-3
 
 
 def test_a_song_whose_tempo_steps_gets_bpm_events_and_notes_on_its_beats(tmp_path, untrained, capsys):
     from bsmap.mapper import BeatSaberMapper
 
-    from maps import beat_seconds
+    from maps import TempoMap
 
     files, level = synth_level(2, seed=7, bars=40, hard=True, tempo="step")
     song = tmp_path / "step.ogg"
@@ -419,11 +420,11 @@ def test_a_song_whose_tempo_steps_gets_bpm_events_and_notes_on_its_beats(tmp_pat
     seconds = len(load_audio(out / "song.egg", 44100)) / 44100
     pad = seconds - len(load_audio(song, 44100)) / 44100
     beats = np.arange(int(seconds * 4))
-    level_times = beat_seconds(beats.astype(np.float64), result.bpm, expert.bpm_events)
-    truth = beat_seconds(beats.astype(np.float64), level.bpm, level.difficulties[0].bpm_events) + pad
+    level_times = TempoMap.from_events(result.bpm, expert.bpm_events).seconds_at(beats)
+    truth = TempoMap.from_events(level.bpm, level.difficulties[0].bpm_events).seconds_at(beats) + pad
     on = [np.abs(level_times - t).min() <= 60 / level.bpm / 8 for t in truth if pad < t < seconds]
     assert np.mean(on) >= 0.95
-    note_times = beat_seconds(np.array([n.beat for n in expert.notes]), result.bpm, expert.bpm_events)
+    note_times = TempoMap.from_events(result.bpm, expert.bpm_events).seconds_at([n.beat for n in expert.notes])
     assert note_times.max() < seconds
     info = BeatSaberMapper.load_info_dat(str(out / "Info.dat"))
     beatmap = BeatSaberMapper.load_beatmap(str(out / "ExpertStandard.dat"))

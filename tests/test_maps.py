@@ -21,14 +21,13 @@ from maps import (
     Level,
     MapError,
     Note,
+    TempoMap,
     atomic_file,
-    beat_seconds,
     difficulty_json,
     level_files,
     load_level,
     read_difficulty,
     rejection,
-    tempo_map,
 )
 
 # ---------------------------------------------------------------- files
@@ -146,11 +145,11 @@ def _with_v3(**doc_changes) -> tuple[Level, Difficulty]:
 def test_bpm_events_that_change_tempo_give_tempo_regions():
     level, diff = _with_v3(bpmEvents=[{"b": 0, "m": 150}, {"b": 32, "m": 150}])
     assert not diff.bpm_changes  # one tempo throughout, even in two events
-    assert tempo_map(level, diff) == [BpmEvent(0.0, 150.0)]
+    assert TempoMap.of_difficulty(level, diff).events() == [BpmEvent(0.0, 150.0)]
     level, diff = _with_v3(bpmEvents=[{"b": 0, "m": 150}, {"b": 32, "m": 75}])
     # trainable: training takes the windows inside one tempo region
     assert diff.bpm_changes and rejection(level, diff) is None
-    assert tempo_map(level, diff) == [BpmEvent(0.0, 150.0), BpmEvent(32.0, 75.0)]
+    assert TempoMap.of_difficulty(level, diff).events() == [BpmEvent(0.0, 150.0), BpmEvent(32.0, 75.0)]
 
 
 def test_audio_data_regions_at_another_tempo_are_bpm_changes():
@@ -400,8 +399,9 @@ def test_real_map_edge_cases():
     # the one difficulty with notes trains on its windows inside one tempo region
     assert [rejection(plane, d) for d in plane.difficulties] == ["no notes"] * 4 + [None]
     assert all(d.bpm_changes for d in plane.difficulties)
-    assert len(tempo_map(plane, plane.difficulties[0])) == 19  # its BPMInfo.dat regions, 176 BPM for 328 beats
-    first, second = tempo_map(plane, plane.difficulties[0])[:2]
+    regions = TempoMap.of_difficulty(plane, plane.difficulties[0]).events()
+    assert len(regions) == 19  # its BPMInfo.dat regions, 176 BPM for 328 beats
+    first, second = regions[:2]
     assert first.beat == 0 and abs(first.bpm - 176) < 1e-3
     assert second.beat == 328 and abs(second.bpm - 60 * 44100 / 11275) < 1e-3
 
@@ -445,7 +445,7 @@ def test_tempo_events_round_trip_and_time_the_beats():
     events = [BpmEvent(0.0, 120.0), BpmEvent(8.0, 60.0), BpmEvent(10.0, 240.0)]
     diff = read_difficulty(difficulty_json([Note(1.0, 0, 0, 0, 1)], None, events), info_bpm=120)
     assert diff.bpm_events == events and diff.bpm_changes
-    seconds = beat_seconds(np.array([0.0, 4.0, 8.0, 9.0, 10.0, 12.0]), 120.0, diff.bpm_events)
+    seconds = TempoMap.from_events(120.0, diff.bpm_events).seconds_at([0.0, 4.0, 8.0, 9.0, 10.0, 12.0])
     assert np.allclose(seconds, [0, 2, 4, 5, 6, 6.5])
     # v2 keeps each change's beat (_time) too
     v2 = {"_version": "2.0.0", "_notes": [], "_BPMChanges": [{"_time": 16, "_BPM": 90.0}]}

@@ -14,12 +14,14 @@ from data import (
     PAD,
     TIME,
     VOCAB_SIZE,
+    ChunkNote,
     audio_tokens,
     decode_notes,
     encode_notes,
     note_fields,
     note_token,
     note_tokens_error,
+    object_token,
     time_token,
     token_tick,
 )
@@ -73,16 +75,16 @@ def test_audio_tokens_interleave_codebooks_frame_by_frame():
     ]
 
 
-notes = st.tuples(
-    st.integers(0, TIME.size - 1), st.integers(0, 3), st.integers(0, 2), st.integers(0, 1), st.integers(0, 8)
+notes = st.builds(
+    ChunkNote, st.integers(0, TIME.size - 1), st.integers(0, 3), st.integers(0, 2), st.integers(0, 1), st.integers(0, 8)
 )
 
 
 @given(notes)
 def test_every_valid_note_round_trips(note):
-    tick, *fields = note
-    assert note_fields(note_token(*fields)) == tuple(fields)
-    assert token_tick(time_token(tick)) == tick
+    fields = (note.x, note.y, note.color, note.direction)
+    assert note_fields(note_token(*fields)) == fields
+    assert token_tick(time_token(note.tick)) == note.tick
     assert decode_notes(encode_notes([note])) == [note]
 
 
@@ -91,11 +93,11 @@ def test_every_valid_note_list_round_trips_on_any_grid(chunk, grid):
     tokens = encode_notes(chunk, grid)
     assert note_tokens_error(tokens) is None
     decoded = decode_notes(tokens)
-    assert decoded == sorted(set(decoded), key=lambda n: (n[0], note_token(*n[1:])))
+    assert decoded == sorted(set(decoded), key=lambda n: (n.tick, object_token(n)))
     assert set(decoded) == set(chunk)
     # every grid tick and note tick is written once, in order
     ticks = [token_tick(t) for t in tokens if t in TIME]
-    assert ticks == sorted(set(grid) | {n[0] for n in chunk})
+    assert ticks == sorted(set(grid) | {n.tick for n in chunk})
     assert encode_notes(decoded, grid) == tokens
     assert encode_notes(reversed(chunk), grid) == tokens  # order of input does not matter
 

@@ -23,24 +23,23 @@ from levels.lightshow import (
     RING_LIGHTS,
     lightshow,
 )
-from levels.package import GENERATED_BY, OUTPUT_RATE, TOOL, level_package, write_zip
-from levels.playability import playable
+from levels.package import GENERATED_BY, OUTPUT_RATE, TOOL, LevelInfo, level_package, write_zip
+from levels.playability import repair
 from levels.preview import preview_size
 from levels.scorecard import (
     Onsets,
     onset_seconds,
     parity_log,
-    playability,
+    problems,
     rhythm_profile,
     scorecard,
     seams,
-    song_beats_at,
     song_onsets,
     timing_scores,
     variety,
 )
 from levels.synth import synth_level
-from maps import DOT, Arc, Chain, Difficulty, Lightshow, Note, grid_fit, load_level, plain_notes, snap_ticks
+from maps import DOT, Arc, Chain, Difficulty, Lightshow, Note, TempoMap, grid_fit, load_level, plain_notes, snap_ticks
 from utils import main as utils_main
 
 
@@ -88,13 +87,13 @@ def test_snap_and_grid_fit():
 
 def test_a_density_cap_drops_the_notes_that_overfill_any_beat():
     notes = [Note(4.0, x, 0, x % 2, DOT) for x in range(4)] + [Note(4.75, 0, 1, 0, DOT), Note(5.0, 1, 1, 1, DOT)]
-    kept, repairs = playable(notes, 120.0, max_notes_per_beat=3.5)
+    kept, repairs = repair(notes, TempoMap.steady(120.0), max_notes_per_beat=3.5)
     # 3 at beat 4 fill (3, 4] and [4, 5): the 4th and the one at 4.75 go; beat 5 starts a new span
     assert kept == notes[:3] + [notes[5]] and repairs["dense notes thinned"] == 2
-    assert playable(notes, 120.0)[0] == notes  # no cap: nothing thinned
+    assert repair(notes, TempoMap.steady(120.0))[0] == notes  # no cap: nothing thinned
 
 
-def test_playable_repairs_each_problem_once_and_counts_it():
+def test_repair_repairs_each_problem_once_and_counts_it():
     bpm = 120.0  # 1.5 s = beat 3
     notes = [
         Note(2.0, 0, 0, 0, 1),  # before 1.5 s: dropped
@@ -108,7 +107,7 @@ def test_playable_repairs_each_problem_once_and_counts_it():
         Note(6.5, 3, 0, 1, DOT),  # a dot: blue's backhand
         Note(7.0, 3, 0, 1, 1),  # then down again is fine
     ]
-    kept, repairs = playable(notes, bpm)
+    kept, repairs = repair(notes, TempoMap.steady(bpm))
     assert dict(repairs) == {
         "early notes dropped": 1,
         "duplicates removed": 1,
@@ -128,10 +127,10 @@ def test_playable_repairs_each_problem_once_and_counts_it():
     ]
 
 
-def test_playable_leaves_a_clean_map_alone():
+def test_repair_leaves_a_clean_map_alone():
     _, level = synth_level(2, bars=8)
     for diff in level.difficulties:
-        kept, repairs = playable(diff.notes, level.bpm)
+        kept, repairs = repair(diff.notes, TempoMap.steady(level.bpm))
         assert kept == sorted(diff.notes) and sum(repairs.values()) == 0
 
 
@@ -165,16 +164,16 @@ def test_rhythm_profile_and_variety_on_known_notes():
 def test_parity_counts_each_repeat_once_and_allows_resets():
     bpm = 120.0  # 0.5 s per beat
     down_down = [Note(0.0, 1, 0, 0, 1), Note(1.0, 1, 0, 0, 1), Note(2.0, 1, 0, 0, 0), Note(3.0, 1, 0, 0, 1)]
-    assert [error for _, error in parity_log(down_down, bpm)] == [False, True, False, False]
+    assert [error for _, error in parity_log(down_down, TempoMap.steady(bpm))] == [False, True, False, False]
     reset = [Note(0.0, 1, 0, 0, 1), Note(4.0, 1, 0, 0, 1)]  # 2 s apart: a reset, not an error
-    assert not any(error for _, error in parity_log(reset, bpm))
-    card = playability(down_down + [Note(3.0, 1, 0, 1, 1), Note(3.0, 1, 1, 0, 0)], bpm)
+    assert not any(error for _, error in parity_log(reset, TempoMap.steady(bpm)))
+    card = problems(down_down + [Note(3.0, 1, 0, 1, 1), Note(3.0, 1, 1, 0, 0)], TempoMap.steady(bpm))
     assert card["parity_errors"] == 1 and card["cell_collisions"] == 1 and card["mixed_stacks"] == 1
 
 
 def test_seams_split_figures_at_window_edges():
     notes = _beats(*range(0, 32))  # one note per beat, every swing down: all but the first break parity
-    card = seams(notes, 120.0, chunk_beats=16, song_beats=32)
+    card = seams(notes, TempoMap.steady(120.0), chunk_beats=16, song_beats=32)
     assert card["seam_notes_per_beat"] == pytest.approx(1.0) and card["other_notes_per_beat"] == pytest.approx(1.0)
     assert card["seam_parity_errors_per_swing"] == 1.0
 
@@ -188,12 +187,12 @@ def _fixture_notes(name: str):
 @needs_shared
 def test_human_map_timing_against_itself_shifted_and_thinned():
     level, notes = _fixture_notes("vdsap_merry_christmas")  # 98% of its notes on the beat
-    assert scorecard(notes, level.bpm, reference=notes)["timing_f1"] == 1.0
+    assert scorecard(notes, TempoMap.steady(level.bpm), reference=notes)["timing_f1"] == 1.0
     shifted = [msgspec.structs.replace(n, beat=n.beat + 0.5) for n in notes]
-    assert scorecard(shifted, level.bpm, reference=notes)["timing_f1"] < 0.05
+    assert scorecard(shifted, TempoMap.steady(level.bpm), reference=notes)["timing_f1"] < 0.05
     times = sorted({n.beat for n in notes})
     thinned = [n for n in notes if times.index(n.beat) % 2 == 0]
-    card = scorecard(thinned, level.bpm, reference=notes)
+    card = scorecard(thinned, TempoMap.steady(level.bpm), reference=notes)
     assert card["timing_recall"] == pytest.approx(0.5, abs=0.01) and card["timing_precision"] == 1.0
 
 
@@ -202,11 +201,11 @@ def test_listening_lift_of_a_human_map_and_of_random_notes():
     level, notes = _fixture_notes("vdsap_merry_christmas")
     level.path = str(SHARED_MAPS / "vdsap_merry_christmas")
     onsets = song_onsets(level)
-    assert scorecard(notes, level.bpm, onsets)["listening_lift"] > 2
+    assert scorecard(notes, TempoMap.steady(level.bpm), onsets)["listening_lift"] > 2
     # as many notes at random 1/4-beat positions of the same song, 8 draws: a lift near 1
     grid = np.arange(0, max(n.beat for n in notes), 0.25)
     draws = [np.sort(np.random.default_rng(seed).choice(grid, len(notes), replace=False)) for seed in range(8)]
-    lifts = [scorecard(_beats(*beats), level.bpm, onsets)["listening_lift"] for beats in draws]
+    lifts = [scorecard(_beats(*beats), TempoMap.steady(level.bpm), onsets)["listening_lift"] for beats in draws]
     assert 0.85 < np.mean(lifts) < 1.15
 
 
@@ -304,7 +303,8 @@ def test_generated_level_declares_itself_and_carries_its_lights():
     song = load_audio(files["song.egg"], OUTPUT_RATE)
     notes = {d.difficulty: d.notes for d in level.difficulties}
     generator = {"checkpoint": "run1", "seed": 7, "temperature": 0.8}
-    package = level_package(notes, level.bpm, song, "Song", "Artist", generator=generator, seed=7)
+    tempo = TempoMap.steady(level.bpm)
+    package = level_package(notes, tempo, song, LevelInfo("Song", "Artist", generator=generator, seed=7))
     info = json.loads(package["Info.dat"])
     assert info["_levelAuthorName"] == GENERATED_BY and "AI-generated" in GENERATED_BY
     assert info["_customData"]["_generator"] == {"tool": TOOL, "aiGenerated": True} | generator
@@ -312,7 +312,7 @@ def test_generated_level_declares_itself_and_carries_its_lights():
     assert expert["basicBeatmapEvents"] and expert["colorBoostBeatmapEvents"][0] == {"b": 0.0, "o": False}
     read = load_level(package)
     assert read.custom_data == info["_customData"] and read.mapper == GENERATED_BY
-    dark = level_package(notes, level.bpm, song, "Song", "Artist", lights="none")
+    dark = level_package(notes, tempo, song, LevelInfo("Song", "Artist", lights="none"))
     assert json.loads(dark["ExpertStandard.dat"])["basicBeatmapEvents"] == []
 
 
@@ -353,27 +353,36 @@ def test_preview_of_a_synthetic_level_and_bad_input(tmp_path):
     assert run.returncode == 2 and run.stderr.count("\n") == 1 and "bad.zip" in run.stderr
 
 
-def test_song_beats_at_inverts_beat_seconds_under_tempo_events():
-    from maps import BpmEvent, beat_seconds
+def test_a_tempo_map_converts_beats_and_seconds_both_ways_in_every_form():
+    from maps import BpmEvent
 
     events = [BpmEvent(0.0, 120.0), BpmEvent(8.0, 150.0), BpmEvent(20.0, 90.0)]
     beats = np.array([0.0, 3.5, 8.0, 13.25, 20.0, 31.0])
-    seconds = beat_seconds(beats, 100.0, events)
-    assert [song_beats_at(t, 100.0, events) for t in seconds] == pytest.approx(beats)
-    assert song_beats_at(30.0, 120.0) == pytest.approx(60.0)  # no events: one tempo
+    tempo = TempoMap.from_events(100.0, events)  # the event at beat 0 replaces the 100 BPM
+    seconds = tempo.seconds_at(beats)
+    assert seconds[2] == pytest.approx(4.0) and seconds[4] == pytest.approx(4.0 + 12 * 0.4)
+    assert tempo.beats_at(seconds) == pytest.approx(beats) and tempo.events() == events
+    assert TempoMap.steady(120.0).beat_at(30.0) == pytest.approx(60.0)  # one tempo
+    # a tracker's beat times: every beat a knot, the last period past the end
+    tracked = TempoMap.from_beat_times(tempo.seconds_at(np.arange(40)))
+    assert tracked.seconds_at(beats) == pytest.approx(seconds)
+    assert tracked.seconds_at([41.0]) == pytest.approx(tempo.seconds_at([41.0]))
+    assert tracked.events(1e-4, decimals=4) == events
+    # a window's steady stand-in: the region's tempo, and where it would start at that tempo from 0 s
+    assert tempo.steady_start(10.0) == pytest.approx((150.0, (4.0 + 2 * 0.4) * 150 / 60))
 
 
 def test_scorecard_times_a_changing_map_by_its_tempo_events():
-    from maps import read_level_file, tempo_map
+    from maps import read_level_file
 
     files, level = synth_level(2, seed=7, bars=24, hard=True, tempo="step")
     diff = next(d for d in level.difficulties if d.difficulty == "Expert")
     samples = load_audio(read_level_file(files, "song.egg"), 22050)
     onsets = Onsets(onset_seconds(samples, 22050), samples.size / 22050)
-    notes, events = plain_notes(diff), tempo_map(level, diff)
-    assert len(events) == 2  # the Info BPM from beat 0, then the step
-    timed = scorecard(notes, level.bpm, onsets, notes, events=events, reference_events=events)
-    one_bpm = scorecard(notes, level.bpm, onsets, notes, reference_events=events)
+    notes, tempo = plain_notes(diff), TempoMap.of_difficulty(level, diff)
+    assert len(tempo.events()) == 2  # the Info BPM from beat 0, then the step
+    timed = scorecard(notes, tempo, onsets, notes, tempo)
+    one_bpm = scorecard(notes, TempoMap.steady(level.bpm), onsets, notes, tempo)
     assert timed["timing_f1"] == 1.0 and one_bpm["timing_f1"] < 0.7  # after the step, one BPM drifts
     assert timed["onset_share"] > 0.8 and timed["onset_share"] > one_bpm["onset_share"] + 0.2
 
@@ -395,7 +404,7 @@ def test_timing_match_on_a_dense_human_map():
 
     level = load_level(SHARED_MAPS / "kivalevan_ex_journey")
     notes = next(d for d in level.difficulties if d.difficulty == "ExpertPlus" and d.characteristic == "Standard").notes
-    times = note_seconds(notes, level.bpm)
+    times = note_seconds(notes, TempoMap.steady(level.bpm))
     assert np.min(np.diff(times)) < 0.04  # notes closer together than the tolerance
     assert timing_scores(times + 0.02, times, 0.04)["timing_precision"] == 1.0
     assert timing_scores(times[::2], times, 0.04)["timing_recall"] == len(times[::2]) / len(times)
