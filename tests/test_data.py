@@ -187,7 +187,8 @@ def test_audio_slice_is_the_chunks_seconds_at_every_bpm(dataset, tokenizer):
         frames = len(_audio_codes(input_ids))
         expected = round(CHUNK_BEATS * 60 / item.tempo.bpm * tokenizer.frame_rate)
         assert abs(frames - expected) <= 1, (item.tempo.bpm, start)  # the song's last chunk too: padded
-        padded += round((start + CHUNK_BEATS) * 60 / item.tempo.bpm * tokenizer.frame_rate) > dataset.frames[item.song_hash]
+        end_frame = round((start + CHUNK_BEATS) * 60 / item.tempo.bpm * tokenizer.frame_rate)
+        padded += end_frame > dataset.frames[item.song_hash]
         bpms.add(item.tempo.bpm)
     assert bpms == set(SYNTH_BPMS) and padded > 0
 
