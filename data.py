@@ -526,35 +526,43 @@ def _item(level, characteristic: str, difficulty: str, song_hash: str) -> _Item:
     return _Item(level.path, level.song_filename, song_hash, difficulty, *pairs.T, TempoMap.of_difficulty(level, diff))
 
 
+@dataclass(frozen=True)
+class ChunkRules:
+    """How a level becomes training chunks: the defaults train.py's flags start from."""
+
+    chunk_beats: int = CHUNK_BEATS  # beats per chunk, on bar lines
+    max_seq_length: int = 32768  # tokens; longer chunks are skipped and counted, never truncated
+    max_empty_share: float = 0.1  # chunks with no notes, as a share of the chunks kept
+    seed: int = 3407  # with the epoch: each song's whole-bar shift of its chunk grid
+
+    def __post_init__(self):
+        if not 0 < self.chunk_beats <= MAX_CHUNK_BEATS:
+            raise ValueError(f"chunk_beats must be in 1..{MAX_CHUNK_BEATS}, not {self.chunk_beats}")
+
+
 class BeatDataset(torch.utils.data.Dataset):
-    """Training sequences from a ZippedBeatSaberDataset: one per chunk of chunk_beats beats.
+    """Training sequences from a ZippedBeatSaberDataset: one per chunk of rules.chunk_beats beats.
 
     Chunks start on bar lines; each epoch shifts every song's chunk grid by a seeded
     whole number of bars (set_epoch). A chunk's audio is exactly its beats' seconds of
     the song's codes, its notes' ticks count from its first beat, and the sequence is
     [BOS][AUDIO_START] audio [AUDIO_END][NOTES_START][DIFF_x] notes [EOS]. Chunks over
-    max_seq_length tokens are skipped and counted, never truncated; chunks with no notes
-    are capped at max_empty_share of the chunks kept. Every song is encoded (or read from
-    the cache) up front, so DataLoader workers only read.
+    rules.max_seq_length tokens are skipped and counted, never truncated; chunks with no
+    notes are capped at rules.max_empty_share of the chunks kept. Every song is encoded
+    (or read from the cache) up front, so DataLoader workers only read. verbose shows the
+    encoding progress bar and names each unreadable song.
     """
 
     def __init__(
         self,
         base,
         tokenizer,
-        chunk_beats: int = CHUNK_BEATS,
-        max_seq_length: int = 32768,
-        max_empty_share: float = 0.1,
+        rules: ChunkRules = ChunkRules(),
         cache_dir: str | os.PathLike = "cache",
-        seed: int = 3407,
         songs: Iterable[str] | None = None,
-        progress: bool = True,
         verbose: bool = True,
     ):
-        if not 0 < chunk_beats <= MAX_CHUNK_BEATS:
-            raise ValueError(f"chunk_beats must be in 1..{MAX_CHUNK_BEATS}, not {chunk_beats}")
-        self.chunk_beats, self.max_seq_length, self.max_empty_share = chunk_beats, max_seq_length, max_empty_share
-        self.seed, self.progress, self.verbose = seed, progress, verbose
+        self.rules, self.verbose = rules, verbose
         self.tokenizer = tokenizer
         self.frame_rate = tokenizer.frame_rate
         self.cache = CodesCache(cache_dir, tokenizer.cache_id, tokenizer.n_codebooks)
@@ -584,11 +592,11 @@ class BeatDataset(torch.utils.data.Dataset):
 
     def _span(self, item: _Item, start: int) -> tuple[int, int]:
         bpm, at = item.tempo.steady_start(start)
-        return chunk_frames(at, self.chunk_beats, bpm, self.frame_rate)
+        return chunk_frames(at, self.rules.chunk_beats, bpm, self.frame_rate)
 
     def _markers(self, item: _Item, start: int, frames: int) -> Markers:
         bpm, at = item.tempo.steady_start(start)
-        return chunk_markers(at, self.chunk_beats, bpm, self.frame_rate, frames)
+        return chunk_markers(at, self.rules.chunk_beats, bpm, self.frame_rate, frames)
 
     def _starts(self, item: _Item, shift: int) -> list[int]:
         """First beats of the item's chunks: every chunk_beats from `shift` beats into each tempo region,
@@ -597,19 +605,19 @@ class BeatDataset(torch.utils.data.Dataset):
         bounds = [*item.tempo.beats[1:], item.tempo.beat_at(seconds)]  # [regions] where each ends
         starts = []
         for i, (first, end) in enumerate(zip(item.tempo.beats, bounds)):
-            stop = math.ceil(end) if i == len(bounds) - 1 else math.floor(end) - self.chunk_beats + 1
-            starts += range(math.ceil(first) + shift, stop, self.chunk_beats)
+            stop = math.ceil(end) if i == len(bounds) - 1 else math.floor(end) - self.rules.chunk_beats + 1
+            starts += range(math.ceil(first) + shift, stop, self.rules.chunk_beats)
         return starts
 
     def _notes_span(self, item: _Item, start: int) -> tuple[int, int]:
         """[first, end) indices of the item's notes inside chunk [start, start + chunk_beats)."""
-        lo, hi = np.searchsorted(item.ticks, [start * PPQ, (start + self.chunk_beats) * PPQ])
+        lo, hi = np.searchsorted(item.ticks, [start * PPQ, (start + self.rules.chunk_beats) * PPQ])
         return int(lo), int(hi)
 
     def set_epoch(self, epoch: int) -> None:
         """Plan this epoch's chunks: self.chunks = [(item index, first beat)]."""
-        rng = np.random.default_rng([self.seed, epoch])
-        bars_per_chunk = max(1, self.chunk_beats // BEATS_PER_BAR)
+        rng = np.random.default_rng([self.rules.seed, epoch])
+        bars_per_chunk = max(1, self.rules.chunk_beats // BEATS_PER_BAR)
         with_notes, empty, too_long = [], [], 0
         for index, item in enumerate(self.items):
             song_beats = self.frames[item.song_hash] / self.frame_rate * item.tempo.bpm / 60
@@ -620,11 +628,11 @@ class BeatDataset(torch.utils.data.Dataset):
                 lo, hi = self._notes_span(item, start)
                 markers = len(self._markers(item, start, end - first).ticks)
                 # audio codes, markers, then at most one time token per marker and per note, and the types
-                if FIXED_TOKENS + 2 * (end - first) + 2 * markers + 2 * (hi - lo) > self.max_seq_length:
+                if FIXED_TOKENS + 2 * (end - first) + 2 * markers + 2 * (hi - lo) > self.rules.max_seq_length:
                     too_long += 1
                 else:
                     (with_notes if hi > lo else empty).append((index, start))
-        share = self.max_empty_share
+        share = self.rules.max_empty_share
         keep = len(empty) if share >= 1 else min(len(empty), math.floor(share * len(with_notes) / (1 - share)))
         chosen = sorted(rng.choice(len(empty), keep, replace=False)) if keep else []
         self.chunks = with_notes + [empty[i] for i in chosen]
@@ -666,7 +674,7 @@ def precache(dataset: BeatDataset) -> dict[str, int]:
             missing.append(song_hash)
         else:
             frames[song_hash] = len(codes)
-    for song_hash in tqdm(missing, desc="encoding songs", unit="song", disable=not dataset.progress or not missing):
+    for song_hash in tqdm(missing, desc="encoding songs", unit="song", disable=not dataset.verbose or not missing):
         item = songs[song_hash]
         name = f"{item.level_path}:{item.song_filename}"
         try:

@@ -59,12 +59,12 @@ from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 from audio import ENCODEC_WEIGHTS, AudioError, create_audio_tokenizer  # noqa: E402
 from data import (  # noqa: E402
-    CHUNK_BEATS,
     NOTES_START,
     PPQ,
     TOKEN_SPACE_VERSION,
     VOCAB_SIZE,
     BeatDataset,
+    ChunkRules,
     audio_masking_collator,
     audio_token_ids,
     build_tokenizer,
@@ -184,9 +184,16 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--codec-weights", default=ENCODEC_WEIGHTS, help="Encodec weights: hub id, local dir, or 'random' (test mode)"
     )
-    data.add_argument("--chunk-beats", type=int, default=CHUNK_BEATS, help="beats per training chunk (bar-aligned)")
-    data.add_argument("--max-seq-length", type=int, default=32768, help="longer chunks are skipped, never truncated")
-    data.add_argument("--max-empty-share", type=float, default=0.1, help="cap on the share of chunks without notes")
+    rules = ChunkRules()
+    data.add_argument(
+        "--chunk-beats", type=int, default=rules.chunk_beats, help="beats per training chunk (bar-aligned)"
+    )
+    data.add_argument(
+        "--max-seq-length", type=int, default=rules.max_seq_length, help="longer chunks are skipped, never truncated"
+    )
+    data.add_argument(
+        "--max-empty-share", type=float, default=rules.max_empty_share, help="cap on the share of chunks without notes"
+    )
     data.add_argument("--val-share", type=float, default=0.05, help="share of songs held out for validation")
     data.add_argument("--cache-dir", default="cache", help="level index and Encodec codes cache")
     data.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: 2 on CUDA, 0 on CPU)")
@@ -210,7 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="recompute activations in the backward pass: far less memory for one more forward pass of compute",
     )
-    opt.add_argument("--seed", type=int, default=3407, help="seed for weights built here, data order and sampling")
+    opt.add_argument(
+        "--seed", type=int, default=ChunkRules.seed, help="seed for weights built here, data order and sampling"
+    )
     log = p.add_argument_group("logging and saving")
     log.add_argument("--logging-steps", type=int, default=1, help="log the loss every this many optimizer steps")
     log.add_argument("--save-steps", type=int, default=200, help="write OUT/checkpoint-N every this many steps")
@@ -462,15 +471,8 @@ def build_datasets(args: argparse.Namespace, main: bool = True) -> tuple[BeatDat
     except (MapError, AudioError) as e:
         raise UsageError(str(e)) from None
     train_songs, val_songs = split_songs(list(base.song_hashes.values()), args.val_share, args.seed)
-    common = dict(
-        chunk_beats=args.chunk_beats,
-        max_seq_length=args.max_seq_length,
-        max_empty_share=args.max_empty_share,
-        cache_dir=args.cache_dir,
-        seed=args.seed,
-        progress=main,
-        verbose=main,
-    )
+    rules = ChunkRules(args.chunk_beats, args.max_seq_length, args.max_empty_share, args.seed)
+    common = dict(rules=rules, cache_dir=args.cache_dir, verbose=main)
     train = BeatDataset(base, codec, songs=train_songs, **common)
     val = BeatDataset(base, codec, songs=val_songs, **common) if val_songs else None
     if len(train) == 0:
@@ -590,24 +592,26 @@ def map_quality(model, val: BeatDataset, count: int, seed: int = 0) -> dict[str,
         item = val.items[index]
         ids = val[i]["input_ids"]
         prompt_end = int(np.flatnonzero(ids == NOTES_START)[0]) + 2  # up to and including DIFF_x
-        windows.append(Window(item.difficulty, start, val.chunk_beats * PPQ, ids[:prompt_end]))  # last ones padded too
+        windows.append(
+            Window(item.difficulty, start, val.rules.chunk_beats * PPQ, ids[:prompt_end])
+        )  # last ones padded too
         truths.append(generated_notes(ids[prompt_end:]))
         tempi.append(TempoMap.steady(item.tempo.steady_start(start)[0]))  # the chunk's tempo region
     was_training = model.training
     model.eval()
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        info = {"max_seq_length": val.max_seq_length}
+        info = {"max_seq_length": val.rules.max_seq_length}
         generated = [
             c
             for i in range(0, len(windows), 8)
-            for c in decode(model, windows[i : i + 8], val.chunk_beats, info, sampling_options())
+            for c in decode(model, windows[i : i + 8], val.rules.chunk_beats, info, sampling_options())
         ]
     model.train(was_training)
     f1, notes, true_notes, errors, swings = [], 0, 0, 0, 0
     for chunk, truth, tempo in zip(generated, truths, tempi):
         ours, true = ([note.placed(0) for note in part] for part in (chunk, truth))
-        card = scorecard(ours, tempo, reference=true, chunk_beats=val.chunk_beats)  # the one scorecard, 40 ms
+        card = scorecard(ours, tempo, reference=true, chunk_beats=val.rules.chunk_beats)  # the one scorecard, 40 ms
         f1.append(card["timing_f1"])
         notes, true_notes = notes + len(ours), true_notes + len(true)
         errors, swings = errors + card["parity_errors"], swings + card["swings"]

@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from audio import create_audio_tokenizer, load_audio  # noqa: E402
-from data import BeatDataset, audio_masking_collator  # noqa: E402
+from data import BeatDataset, ChunkRules, audio_masking_collator  # noqa: E402
 from levels.synth import synth_level, write_synth_corpus  # noqa: E402
 from maps import ZippedBeatSaberDataset  # noqa: E402
 
@@ -49,7 +49,7 @@ def main() -> None:
         corpus = Path(tmp) / "corpus"
         write_synth_corpus(corpus, songs=8, bars=48)
         base = ZippedBeatSaberDataset(corpus, cache_dir=Path(tmp) / "cache", progress=False)
-        dataset = BeatDataset(base, tokenizer, chunk_beats=64, cache_dir=Path(tmp) / "cache", progress=False)
+        dataset = BeatDataset(base, tokenizer, ChunkRules(chunk_beats=64), cache_dir=Path(tmp) / "cache", verbose=False)
         n = len(dataset)
         seconds = best_seconds(lambda: [dataset[i] for i in range(n)], args.trials)
         rows.append((f"BeatDataset, warm cache ({n} chunks of 64 beats)", f"{n / seconds:,.0f} samples/s"))

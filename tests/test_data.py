@@ -21,6 +21,7 @@ from data import (
     TIME,
     BeatDataset,
     ChunkNote,
+    ChunkRules,
     CodesCache,
     audio_masking_collator,
     decode_notes,
@@ -56,7 +57,7 @@ def base(corpus, cache_dir):
 
 @pytest.fixture(scope="module")
 def dataset(base, tokenizer, cache_dir):
-    return BeatDataset(base, tokenizer, chunk_beats=CHUNK_BEATS, max_empty_share=1.0, cache_dir=cache_dir)
+    return BeatDataset(base, tokenizer, ChunkRules(chunk_beats=CHUNK_BEATS, max_empty_share=1.0), cache_dir=cache_dir)
 
 
 def _note_tokens(input_ids: np.ndarray) -> list[int]:
@@ -205,14 +206,14 @@ def test_chunks_start_on_bars_and_shift_per_epoch(dataset, base, tokenizer, cach
     dataset.set_epoch(1)
     assert dataset.chunks != epoch0
     assert all(start % 4 == 0 for _, start in dataset.chunks)
-    again = BeatDataset(base, tokenizer, chunk_beats=CHUNK_BEATS, max_empty_share=1.0, cache_dir=cache_dir)
+    again = BeatDataset(base, tokenizer, ChunkRules(chunk_beats=CHUNK_BEATS, max_empty_share=1.0), cache_dir=cache_dir)
     assert again.chunks == epoch0  # same seed, same plan
     dataset.set_epoch(0)
 
 
 def test_songs_shorter_than_a_chunk_give_a_chunk_at_every_epoch(base, tokenizer, cache_dir):
     # 4-bar songs (plus lead-in) against 64-beat chunks: the grid shift must not skip past a song's end
-    long = BeatDataset(base, tokenizer, chunk_beats=64, max_empty_share=1.0, cache_dir=cache_dir)
+    long = BeatDataset(base, tokenizer, ChunkRules(chunk_beats=64, max_empty_share=1.0), cache_dir=cache_dir)
     for epoch in range(8):
         long.set_epoch(epoch)
         assert sorted(index for index, _ in long.chunks) == list(range(len(long.items)))
@@ -220,7 +221,7 @@ def test_songs_shorter_than_a_chunk_give_a_chunk_at_every_epoch(base, tokenizer,
 
 def test_long_chunks_are_skipped_and_counted_never_truncated(base, tokenizer, cache_dir):
     limit = 1000
-    short = BeatDataset(base, tokenizer, chunk_beats=CHUNK_BEATS, max_seq_length=limit, cache_dir=cache_dir)
+    short = BeatDataset(base, tokenizer, ChunkRules(chunk_beats=CHUNK_BEATS, max_seq_length=limit), cache_dir=cache_dir)
     assert short.too_long > 0 and len(short) > 0
     assert all(len(short[i]["input_ids"]) <= limit for i in range(len(short)))
     assert all(short[i]["input_ids"][-1] == EOS for i in range(len(short)))
@@ -228,7 +229,7 @@ def test_long_chunks_are_skipped_and_counted_never_truncated(base, tokenizer, ca
 
 @pytest.mark.parametrize("share", [0.0, 0.25, 1.0])
 def test_empty_chunk_cap(base, tokenizer, cache_dir, share):
-    data = BeatDataset(base, tokenizer, chunk_beats=4, max_empty_share=share, cache_dir=cache_dir)
+    data = BeatDataset(base, tokenizer, ChunkRules(chunk_beats=4, max_empty_share=share), cache_dir=cache_dir)
     empty = sum(not decode_notes(_note_tokens(data[i]["input_ids"])) for i in range(len(data)))
     assert empty <= share * len(data)
     if share == 1.0:
@@ -243,7 +244,9 @@ def test_a_level_whose_tempo_steps_trains_on_chunks_inside_one_tempo(tokenizer, 
     write_zip(tmp_path / "data" / "step.zip", files)
     base = ZippedBeatSaberDataset(tmp_path / "data", cache_dir=tmp_path / "cache", progress=False)
     assert len(base.items) == 2  # Normal and Expert: trainable, no longer rejected for their tempo change
-    data = BeatDataset(base, tokenizer, chunk_beats=CHUNK_BEATS, max_empty_share=1.0, cache_dir=tmp_path / "cache")
+    data = BeatDataset(
+        base, tokenizer, ChunkRules(chunk_beats=CHUNK_BEATS, max_empty_share=1.0), cache_dir=tmp_path / "cache"
+    )
     events = level.difficulties[0].bpm_events
     (step, new_bpm) = events[0]
     assert step == 28 and data.tempo_changes == (2, len(data.chunks))
@@ -303,7 +306,7 @@ def test_cache_hit_returns_identical_tokens_without_encoding(base, tokenizer, ca
         raise AssertionError("a warm cache must not encode")
 
     monkeypatch.setattr(tokenizer, "encode", no_encoding)
-    warm = BeatDataset(base, tokenizer, chunk_beats=CHUNK_BEATS, max_empty_share=1.0, cache_dir=cache_dir)
+    warm = BeatDataset(base, tokenizer, ChunkRules(chunk_beats=CHUNK_BEATS, max_empty_share=1.0), cache_dir=cache_dir)
     assert len(warm) == len(dataset)
     assert all(np.array_equal(warm[i]["input_ids"], dataset[i]["input_ids"]) for i in range(len(warm)))
 
@@ -314,11 +317,13 @@ def test_corrupt_cache_file_is_rebuilt(base, tokenizer, cache_dir, dataset):
     before = np.load(path).copy()
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # truncated
     assert dataset.cache.load(song_hash) is None
-    rebuilt = BeatDataset(base, tokenizer, chunk_beats=CHUNK_BEATS, max_empty_share=1.0, cache_dir=cache_dir)
+    rebuilt = BeatDataset(
+        base, tokenizer, ChunkRules(chunk_beats=CHUNK_BEATS, max_empty_share=1.0), cache_dir=cache_dir
+    )
     assert np.array_equal(rebuilt.cache.load(song_hash), before)
     path.write_bytes(b"\x93NUMPY garbage")
     assert dataset.cache.load(song_hash) is None
-    BeatDataset(base, tokenizer, chunk_beats=CHUNK_BEATS, cache_dir=cache_dir)
+    BeatDataset(base, tokenizer, ChunkRules(chunk_beats=CHUNK_BEATS), cache_dir=cache_dir)
     assert np.array_equal(dataset.cache.load(song_hash), before)
 
 
@@ -359,7 +364,7 @@ def test_bad_levels_are_skipped_with_reasons_and_the_rest_used(corpus, tokenizer
     (tmp_path / "bad_song.zip").write_bytes(zip_bytes(good | {"song.egg": b"not audio at all"}))
     (tmp_path / "noodle_only.zip").write_bytes(zip_bytes(level_dict("v2") | {"song.egg": good["song.egg"]}))
     base = ZippedBeatSaberDataset(tmp_path, cache_dir=tmp_path / "cache", progress=False)
-    data = BeatDataset(base, tokenizer, cache_dir=tmp_path / "cache", progress=False)
+    data = BeatDataset(base, tokenizer, cache_dir=tmp_path / "cache")  # verbose: one line per bad song
     err = capsys.readouterr().err
     assert "truncated.zip: not a readable zip" in err and "bad_song.zip:song.egg: unreadable audio" in err
     assert base.rejections["unreadable level"] == 1
