@@ -61,6 +61,16 @@ def load_audio(
     return np.ascontiguousarray(_resampled(data, rate, sample_rate), dtype=np.float32)
 
 
+def audio_seconds(path: str | os.PathLike) -> float:
+    """The length the file's header declares, in seconds, without decoding it; 0 when it declares none
+    (or is no audio: load_audio then says why)."""
+    try:
+        info = sf.info(path)
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError):
+        return 0.0
+    return info.frames / info.samplerate if info.samplerate and info.frames > 0 else 0.0
+
+
 OGG_PAGE_MAX = 65_307  # bytes: the largest Ogg page (27-byte header, 255 segments of 255 bytes)
 OGG_END_OF_STREAM = 0x04  # header-type flag of a stream's last page
 

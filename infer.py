@@ -18,7 +18,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -34,6 +34,7 @@ from audio import (
     AudioError,
     AudioTokenizer,
     Tempo,
+    audio_seconds,
     create_audio_tokenizer,
     estimate_first_beat,
     estimate_tempo,
@@ -66,7 +67,10 @@ EXIT_USAGE = 2
 STARTER_DIR = "output/starter"  # where train.py --starter saves the offline starter model
 DEFAULT_MODELS = ("output", STARTER_DIR)  # --model when not given: the first that holds a model
 MIN_SONG_SECONDS = 5.0
+MAX_SONG_MINUTES = 15.0  # longer files are refused: few levels run past 10 minutes, and CPU mapping would take hours
+MAX_SONG_BYTES = 256 << 20  # a 15-minute 24-bit stereo WAV fits; lossy files are far smaller
 DEFAULT_DIFFICULTIES = ("Expert",)
+DEFAULT_PORT = 8765
 DEFAULT_TEMPERATURE, DEFAULT_TOP_P = 0.8, 0.95
 DECODE_ATTENTION = "sdpa_grouped_decode"  # see grouped_decode_attention
 MEMORY_SHARE = 0.6  # of the free RAM (or GPU memory) that a batch's KV caches and activations may take
@@ -81,7 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Map a song: write a Beat Saber level (Info.dat, difficulties, song.egg, cover.jpg).",
         formatter_class=HelpFormatter,
     )
-    parser.add_argument("song", metavar="SONG", help="audio file: .ogg/.egg, .wav, .flac, .mp3 ...")
+    parser.add_argument(
+        "song",
+        metavar="SONG",
+        nargs="?",
+        help=f"audio file: .ogg/.egg, .wav, .flac, .mp3 ... ({MIN_SONG_SECONDS:g} s to {MAX_SONG_MINUTES:g} minutes, "
+        f"at most {MAX_SONG_BYTES >> 20} MiB)",
+    )
     parser.add_argument(
         "--model",
         help="a model folder written by train.py, or one of its checkpoint-N folders (default: output when it "
@@ -100,6 +110,19 @@ def build_parser() -> argparse.ArgumentParser:
         "tempo change, then exit",
     )
     parser.add_argument("--json", action="store_true", help="with --analyze: one JSON object")
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="instead of SONG: start the web page (upload a song, watch the progress, preview and download the "
+        "level) with these options as its defaults",
+    )
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="with --serve: the page's port")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="with --serve: the address to listen on; the default serves this machine alone (0.0.0.0 opens the "
+        "page to your network, with no login)",
+    )
     parser.add_argument("--tracker", choices=("essentia", "librosa"), help="beat tracker (default: best installed)")
     parser.add_argument(
         "--difficulty", nargs="+", choices=DIFFICULTIES, default=list(DEFAULT_DIFFICULTIES), help="difficulties"
@@ -160,7 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.serve and args.song:
+        parser.error("give SONG or --serve, not both: the page takes its songs by upload")
+    if not args.serve and not args.song:
+        parser.error("give a SONG to map (or --serve for the web page)")
+    return args
 
 
 def _positive(text: str) -> float:
@@ -178,9 +207,14 @@ def _non_negative(text: str) -> float:
 
 
 def read_song(path: str) -> np.ndarray:
-    """The song as written to the level: [n, channels] float32 at 44.1 kHz."""
+    """The song as written to the level: [n, channels] float32 at 44.1 kHz, within the size and length
+    limits."""
     if not Path(path).is_file():
         raise UsageError(f"{path}: no such file")
+    if (size := Path(path).stat().st_size) > MAX_SONG_BYTES:
+        raise UsageError(f"{path}: {size / 2**20:.0f} MiB; a song may be at most {MAX_SONG_BYTES >> 20} MiB")
+    if (seconds := audio_seconds(path)) > MAX_SONG_MINUTES * 60:
+        raise UsageError(f"{path}: {seconds / 60:.1f} minutes long; a song may be at most {MAX_SONG_MINUTES:g} minutes")
     try:
         song = load_audio(path, OUTPUT_RATE, mono=False)
     except AudioError as e:
@@ -408,13 +442,22 @@ def batches(lengths: list[int], max_rows: int, fits) -> list[range]:
     return out + [range(first, len(lengths))] if lengths else out
 
 
+Report = Callable[[str, float, float], None]  # (stage, done, total): where a mapping stands, for the web page
+STAGES = ("song and tempo", "model", "encodec", "prefill", "decoding", "level")  # the order a mapping takes
+
+
+def silent(stage: str, done: float, total: float) -> None:
+    """A Report that tells no one: the console has its own bars and lines."""
+
+
 class Progress:
     """tqdm bars with ETAs for prefill (prompt tokens, advanced layer by layer) and decoding (steps), and the
     seconds each took. Prefill is seen by hooks on every decoder layer (a call over more than one position);
     decode steps by this object's place among generate()'s logits processors, outside the model, so the
     hooks do nothing in a compiled decode step and break no graph."""
 
-    def __init__(self, model, prompt_tokens: int, steps: int):
+    def __init__(self, model, prompt_tokens: int, steps: int, report: Report | None = None):
+        self.report = report or silent
         self.layers = model.get_decoder().layers
         self.prefill = tqdm(total=prompt_tokens, desc="prefill", unit="tok", disable=None)
         self.decode = tqdm(total=steps, desc="decoding", unit="step", disable=None)
@@ -441,6 +484,7 @@ class Progress:
             self.clock = now
         self.taken += 1
         self.decode.update(1)
+        self.report("decoding", self.decode.n, self.decode.total)
         return scores
 
     def _layer_done(self, layer, args, kwargs, output) -> None:
@@ -449,6 +493,7 @@ class Progress:
         hidden = args[0] if args else kwargs["hidden_states"]  # [rows, positions, hidden]
         if hidden.shape[1] > 1:
             self.prefill.update(self.tokens / len(self.layers))
+            self.report("prefill", self.prefill.n, self.prefill.total)
 
     def close(self) -> None:
         for hook in self.hooks:
@@ -494,6 +539,7 @@ def level_notes(
     batch_size: int,
     max_notes_per_beat: float | None = None,
     song_beats: float = math.inf,
+    report: Report | None = None,
 ) -> tuple[dict[str, list[Note]], dict[str, float]]:
     """Every window decoded -> ({difficulty: notes before song_beats}, seconds of prefill and of decoding).
     Windows go in batches of similar length that fit in memory."""
@@ -508,7 +554,7 @@ def level_notes(
     plan = batches([len(w.prompt) for w in windows], batch_size, fits)
     padded_tokens = sum(len(part) * len(windows[part[-1]].prompt) for part in plan)  # rows as long as the batch's last
     notes: dict[str, list[Note]] = {w.difficulty: [] for w in windows}
-    progress = Progress(model, padded_tokens, steps * len(plan))
+    progress = Progress(model, padded_tokens, steps * len(plan), report)
     try:
         for part in plan:
             batch = [windows[i] for i in part]
@@ -698,22 +744,37 @@ def write_preview(path: Path, notes: dict[str, list[Note]], tempo: TempoMap, mon
     return picture
 
 
-def run(args: argparse.Namespace) -> int:
-    """song -> tempo -> model -> codes -> windows -> decode -> repair -> package (-> preview)."""
+class Mapped(NamedTuple):
+    """A level written by map_song, and what the web page shows of it."""
+
+    path: Path  # the level zip or folder
+    notes: dict[str, list[Note]]  # difficulty -> notes after repair, beats from the padded song's first sample
+    beats: TempoMap  # beat 0 at the padded song's first sample
+    tempo: Tempo  # as found (or given) on the song as uploaded
+    preview: Path | None  # the PNG, with --preview
+    laps: Laps
+
+
+def map_song(args: argparse.Namespace, report: Report = silent, models: dict | None = None) -> Mapped:
+    """song -> tempo -> model -> codes -> windows -> decode -> repair -> package (-> preview). models: a cache of
+    loaded models (a server's, across songs) by the arguments that choose them."""
     laps = Laps()
-    if not args.analyze:
-        args.model = args.model or default_model()
-        model_info(args.model)  # a missing or foreign model fails before any audio work
+    args.model = args.model or default_model()
+    model_info(args.model)  # a missing or foreign model fails before any audio work
+    report("song and tempo", 0, 1)
     song = read_song(args.song)  # [n, channels] at 44.1 kHz
     tempo = song_tempo(args, song.mean(axis=1))
-    if args.analyze:
-        print(tempo_report(tempo, args.json))
-        return 0
     print(tempo_line(tempo))
     laps.lap("song and tempo")
-    model, info, tokenizer = loaded_model(args)
+    report("model", 0, 1)
+    key = (str(Path(args.model).resolve()), args.device, args.dtype, args.quantize)
+    loaded = models.get(key) if models is not None else None
+    model, info, tokenizer = loaded or loaded_model(args)
+    if models is not None:
+        models[key] = (model, info, tokenizer)
     torch.manual_seed(args.seed)
     laps.lap("model")
+    report("encodec", 0, 1)
     padded, beats = beat_aligned(song, tempo)  # [n + pad, channels], beat 0 on its first sample
     mono = padded.mean(axis=1)
     codes = song_codes(tokenizer, mono)  # [frames, 2] int16, beat 0 at frame 0
@@ -722,19 +783,36 @@ def run(args: argparse.Namespace) -> int:
     windows = song_windows(codes, tokenizer.silence_codes(), beats, args.difficulty, info["chunk_beats"], frame_rate)
     sampling = sampling_options(args.temperature, args.top_p, args.compile)
     song_beats = beats.beat_at(len(codes) / frame_rate)
-    notes, decoding = level_notes(model, windows, info, sampling, args.batch_size, args.max_notes_per_beat, song_beats)
+    notes, decoding = level_notes(
+        model, windows, info, sampling, args.batch_size, args.max_notes_per_beat, song_beats, report
+    )
     laps.lap("windows")
     laps.seconds |= decoding
     laps.seconds["other"] = laps.seconds.pop("windows") - sum(decoding.values())  # batching, grammar set-up, collection
+    report("level", 0, 1)
     notes = repaired_notes(notes, beats, args.max_notes_per_beat)
     about = level_info(args, info, tempo)
     path = write_level(output_path(args), level_package(notes, beats, padded, about))
     print(f"wrote {path} (generated: declare it as AI-made when you upload it)")
-    if args.preview:
-        print(f"wrote {write_preview(path, notes, beats, mono, about.song_name)}")
+    preview = write_preview(path, notes, beats, mono, about.song_name) if args.preview else None
+    if preview:
+        print(f"wrote {preview}")
     laps.lap("level")
     laps.seconds["other"] += laps.seconds.pop("level")
-    print(laps.line())
+    return Mapped(path, notes, beats, tempo, preview, laps)
+
+
+def run(args: argparse.Namespace) -> int:
+    """--serve: the web page; --analyze: the tempo report; else one level (map_song)."""
+    if args.serve:
+        from web.app import serve
+
+        return serve(args)
+    if args.analyze:
+        song = read_song(args.song)
+        print(tempo_report(song_tempo(args, song.mean(axis=1)), args.json))
+        return 0
+    print(map_song(args).laps.line())
     return 0
 
 

@@ -30,3 +30,25 @@ def zip_bytes(files: dict[str, bytes]) -> bytes:
         for name, data in files.items():
             archive.writestr(name, data)
     return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    """A tiny checkpoint with random weights, saved as train.py saves one (the web tests' model)."""
+    from test_infer import _args, _save_checkpoint
+
+    import train
+    from audio import create_audio_tokenizer
+
+    args = _args(tmp_path_factory.mktemp("tiny_model"))
+    model, _ = train.load_model(args)
+    _save_checkpoint(args, model, create_audio_tokenizer(weights="random"), {"levels": 0})
+    return args.output_dir
+
+
+@pytest.fixture(scope="session")
+def song(tmp_path_factory):
+    """An 8-bar synthetic drum song at 100 BPM, as .ogg."""
+    from test_infer import _synth_song
+
+    return _synth_song(tmp_path_factory.mktemp("song"), 3, bars=8)[0]

@@ -1,0 +1,1 @@
+"""The web page (web.app) behind infer.py --serve."""
