@@ -13,6 +13,7 @@ import io
 import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -159,8 +160,11 @@ class AudioTokenizer:
         self._silence: np.ndarray | None = None
 
     @torch.inference_mode()
-    def encode(self, audio: np.ndarray | torch.Tensor) -> np.ndarray:
+    def encode(
+        self, audio: np.ndarray | torch.Tensor, progress: Callable[[int, int], None] | None = None
+    ) -> np.ndarray:
         """audio: [1, samples] (or [samples]) float at 24 kHz -> codes: [ceil(samples / 320), 2] int16 in 0..1023.
+        progress: told (segment groups encoded, groups) after each group.
 
         Memory stays bounded for any length: the song is cut into SEGMENT_SECONDS
         windows, each encoded with CONTEXT_SECONDS of the real neighbouring audio on
@@ -179,10 +183,13 @@ class AudioTokenizer:
         groups = [windows[i : i + self.batch_size] for i in range(0, len(windows) - 1, self.batch_size)]
         drop = self.context // self.hop_length
         codes = []
-        for group in [*groups, windows[-1:]]:
+        groups.append(windows[-1:])
+        for done, group in enumerate(groups, 1):
             embeddings = self.model.encoder(torch.stack(group).unsqueeze(1).to(self.device))  # [b, 128, frames]
             group_codes = self.model.quantizer.encode(embeddings, self.bandwidth)  # [n_codebooks, b, frames]
             codes.append(group_codes[:, :, drop:-drop].permute(1, 2, 0).reshape(-1, self.n_codebooks))
+            if progress:
+                progress(done, len(groups))
         return torch.cat(codes)[:n_frames].cpu().numpy().astype(np.int16)
 
     def silence_codes(self) -> np.ndarray:

@@ -458,6 +458,8 @@ class Progress:
 
     def __init__(self, model, prompt_tokens: int, steps: int, report: Report | None = None):
         self.report = report or silent
+        # [done, total] per stage, for report (a hidden tqdm bar counts nothing)
+        self.counts = {"prefill": [0.0, prompt_tokens], "decoding": [0, steps]}
         self.layers = model.get_decoder().layers
         self.prefill = tqdm(total=prompt_tokens, desc="prefill", unit="tok", disable=None)
         self.decode = tqdm(total=steps, desc="decoding", unit="step", disable=None)
@@ -475,6 +477,7 @@ class Progress:
         now = time.perf_counter()
         self.seconds["decode"] += now - self.clock
         self.decode.update(max(0, self.steps - self.taken))  # steps not taken: every row ended early
+        self._count("decoding", max(0, self.steps - self.taken))
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         """A logits processor: called once per generated token of the batch, before it is chosen."""
@@ -484,7 +487,7 @@ class Progress:
             self.clock = now
         self.taken += 1
         self.decode.update(1)
-        self.report("decoding", self.decode.n, self.decode.total)
+        self._count("decoding", 1)
         return scores
 
     def _layer_done(self, layer, args, kwargs, output) -> None:
@@ -493,7 +496,11 @@ class Progress:
         hidden = args[0] if args else kwargs["hidden_states"]  # [rows, positions, hidden]
         if hidden.shape[1] > 1:
             self.prefill.update(self.tokens / len(self.layers))
-            self.report("prefill", self.prefill.n, self.prefill.total)
+            self._count("prefill", self.tokens / len(self.layers))
+
+    def _count(self, stage: str, amount: float) -> None:
+        self.counts[stage][0] += amount
+        self.report(stage, *self.counts[stage])
 
     def close(self) -> None:
         for hook in self.hooks:
@@ -697,9 +704,10 @@ def beat_aligned(song: np.ndarray, tempo: Tempo) -> tuple[np.ndarray, TempoMap]:
     return padded, TempoMap.from_beat_times(beat_times)
 
 
-def song_codes(tokenizer: AudioTokenizer, mono: np.ndarray) -> np.ndarray:
+def song_codes(tokenizer: AudioTokenizer, mono: np.ndarray, report: Report = silent) -> np.ndarray:
     """mono: [n] float at OUTPUT_RATE -> codes: [frames, 2] int16 at the codec's frame rate (75/s)."""
-    return tokenizer.encode(soxr.resample(mono, OUTPUT_RATE, tokenizer.sample_rate)[None])
+    at_rate = soxr.resample(mono, OUTPUT_RATE, tokenizer.sample_rate)
+    return tokenizer.encode(at_rate[None], lambda done, total: report("encodec", done, total))
 
 
 def repaired_notes(notes: dict[str, list[Note]], tempo: TempoMap, max_notes_per_beat: float | None) -> dict:
@@ -777,7 +785,7 @@ def map_song(args: argparse.Namespace, report: Report = silent, models: dict | N
     report("encodec", 0, 1)
     padded, beats = beat_aligned(song, tempo)  # [n + pad, channels], beat 0 on its first sample
     mono = padded.mean(axis=1)
-    codes = song_codes(tokenizer, mono)  # [frames, 2] int16, beat 0 at frame 0
+    codes = song_codes(tokenizer, mono, report)  # [frames, 2] int16, beat 0 at frame 0
     laps.lap("encodec")
     frame_rate = info["codec"]["frame_rate"]
     windows = song_windows(codes, tokenizer.silence_codes(), beats, args.difficulty, info["chunk_beats"], frame_rate)

@@ -214,3 +214,17 @@ def test_serve_and_a_song_together_is_a_usage_error(capsys):
     with pytest.raises(SystemExit):
         infer.parse_args(["song.ogg", "--serve"])
     assert "not both" in capsys.readouterr().err
+
+
+def test_progress_only_grows_through_the_stages_and_alternating_batches(tmp_path):
+    job = web.Job("a", tmp_path, tmp_path / "s.ogg", "s.ogg", {}, state="running", started=time.monotonic())
+    steps = [("song and tempo", 0, 1), ("model", 0, 1), *[("encodec", i, 4) for i in range(1, 5)]]
+    steps += [("prefill", 50, 100), ("decoding", 10, 40), ("prefill", 100, 100), ("decoding", 40, 40), ("level", 0, 1)]
+    fractions = []
+    for step in steps:
+        job.report(*step)
+        fractions.append(job.fraction())
+    assert fractions == sorted(fractions) and fractions[0] == 0 < fractions[1] and fractions[-1] < 1
+    assert job.status(None)["eta_seconds"] is not None
+    job.state = "done"
+    assert job.fraction() == 1.0 and job.status(None)["eta_seconds"] is None

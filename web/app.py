@@ -44,9 +44,10 @@ KEEP_SECONDS = 3600  # a finished job's files stay this long for the page to fet
 MAX_QUEUE = 8  # jobs waiting beyond the running one; more uploads are turned away
 EVENT_SECONDS = 0.25  # how often the progress stream sends the job's state
 UPLOAD_CHUNK = 1 << 20  # bytes read from the upload at a time
-# each stage's share of a mapping's time, from a 3-minute song on the 2-core CPU (docs/web.md); prefill
-# and decoding advance within their share as their steps complete
-STAGE_SHARE = {"song and tempo": 0.10, "model": 0.02, "encodec": 0.10, "prefill": 0.18, "decoding": 0.55, "level": 0.05}
+# each stage's share of a mapping's time, measured: the starter model on a 5-minute song, Normal and Expert, on
+# the 2-core CPU (docs/web.md; tempo estimated, the model loaded for the first song only)
+STAGE_SHARE = {"song and tempo": 0.12, "model": 0.13, "encodec": 0.38, "prefill": 0.09, "decoding": 0.22, "level": 0.06}
+PHASES = (("encodec",), ("prefill", "decoding"))  # stages that count their steps; prefill and decoding alternate
 LEVEL_NAME = "level.zip"
 
 
@@ -60,10 +61,9 @@ class Job:
     label: str  # the upload's name as the user knows it, for messages and the download
     options: dict  # infer.py's arguments chosen on the page
     state: str = "queued"  # queued -> running -> done | failed
-    stage: str = ""
-    done: float = 0.0  # of the stage's total
-    total: float = 1.0
-    stage_started: float = 0.0
+    stage: str = ""  # one of infer.STAGES
+    counts: dict = field(default_factory=dict)  # stage -> (done, total) as last reported
+    stage_started: dict = field(default_factory=dict)  # stage -> when it was first reported
     started: float = 0.0
     ended: float = 0.0
     error: str = ""
@@ -71,34 +71,41 @@ class Job:
 
     def report(self, stage: str, done: float, total: float) -> None:
         """infer.Report: the run's stage and its progress within it."""
-        if stage != self.stage:
-            self.stage, self.stage_started = stage, time.monotonic()
-        self.done, self.total = done, max(total, 1e-9)
+        self.stage_started.setdefault(stage, time.monotonic())
+        self.stage, self.counts[stage] = stage, (done, max(total, 1e-9))
+
+    def share_done(self, stage: str) -> float:
+        """0..1 of one stage: 1 for those passed, its counted share for the current one."""
+        if self.state == "done" or infer.STAGES.index(stage) < infer.STAGES.index(self.stage or infer.STAGES[0]):
+            return 1.0
+        done, total = self.counts.get(stage, (0.0, 1.0))
+        return min(1.0, done / total) if stage in self.counts and stage != "level" else 0.0
 
     def fraction(self) -> float:
         """The share of the whole mapping done, by the stages' usual shares of its time."""
         if self.state == "done":
             return 1.0
-        if self.stage not in STAGE_SHARE:
+        if not self.stage:
             return 0.0
-        before = sum(share for name, share in STAGE_SHARE.items() if infer.STAGES.index(name) < self.stage_index())
-        within = min(1.0, self.done / self.total)
-        return (before + STAGE_SHARE[self.stage] * within) / sum(STAGE_SHARE.values())
-
-    def stage_index(self) -> int:
-        return infer.STAGES.index(self.stage)
+        return sum(share * self.share_done(name) for name, share in STAGE_SHARE.items()) / sum(STAGE_SHARE.values())
 
     def eta(self) -> float | None:
-        """Seconds left, from the pace so far: the stage's own pace where it counts steps, else the run's."""
-        if self.state != "running":
+        """Seconds left: a counting phase extrapolates its own pace, the stages after it take their usual share
+        of the run at the run's pace so far; other stages use the run's pace alone."""
+        if self.state != "running" or not self.stage:
             return None
-        now = time.monotonic()
-        fraction = self.fraction()
-        if self.stage in ("prefill", "decoding") and self.done > 0:
-            stage_left = (now - self.stage_started) * (self.total - self.done) / self.done
-            after = sum(STAGE_SHARE[s] for s in infer.STAGES[self.stage_index() + 1 :]) / sum(STAGE_SHARE.values())
-            run_pace = (now - self.started) / max(fraction, 1e-3)
-            return stage_left + after * run_pace
+        now, fraction = time.monotonic(), self.fraction()
+        phase = next((p for p in PHASES if self.stage in p), None)
+        shares = sum(STAGE_SHARE.values())
+        if phase:
+            weight = sum(STAGE_SHARE[s] for s in phase)
+            within = sum(STAGE_SHARE[s] * self.share_done(s) for s in phase) / weight
+            if within > 0.02:
+                elapsed = now - min(self.stage_started[s] for s in phase if s in self.stage_started)
+                phase_left = elapsed * (1 - within) / within
+                after = sum(STAGE_SHARE[s] for s in infer.STAGES[infer.STAGES.index(phase[-1]) + 1 :]) / shares
+                run_pace = (now - self.started) / max(fraction, 1e-3)  # seconds per whole run
+                return phase_left + after * run_pace
         if fraction < 0.05:
             return None  # too early to say
         return (now - self.started) * (1 - fraction) / fraction
@@ -173,6 +180,7 @@ class Jobs:
         try:
             args = job_args(self.defaults, job)
             mapped = infer.map_song(args, job.report, self.models)
+            print(f"{job.label}: {mapped.laps.line()}")
             job.result = level_result(mapped, job)
             job.state = "done"
         except infer.UsageError as e:
