@@ -88,6 +88,26 @@ class Chain(NamedTuple):
     squish: float
 
 
+class Bomb(NamedTuple):
+    beat: float
+    x: int  # column 0..3, as a note's
+    y: int  # row 0..2
+
+
+class Obstacle(NamedTuple):
+    # a wall: from beat for duration beats, over columns x..x+width-1 and rows y..y+height-1 (the game's
+    # rows run to 4 above the note grid: a full-height wall is y 0, height 5; a crouch wall y 2, height 3)
+    beat: float
+    duration: float
+    x: int
+    y: int
+    width: int
+    height: int
+
+
+V2_WALLS = {0: (0, 5), 1: (2, 3)}  # v2 _type -> (y, height): full height, crouch
+
+
 class LightEvent(NamedTuple):
     """A v3 basic beatmap event: at `beat`, event type `type` (which lights or which effect) takes
     `value` (a light's colour and effect, a laser speed, ...) at `brightness` (light events' float)."""
@@ -122,7 +142,8 @@ class Difficulty:
     filename: str
     version: str = ""
     notes: list[Note] = field(default_factory=list)  # colour notes as stored, red + blue
-    bombs: int = 0
+    bombs: list[Bomb] = field(default_factory=list)
+    obstacles: list[Obstacle] = field(default_factory=list)
     arcs: list[Arc] = field(default_factory=list)
     chains: list[Chain] = field(default_factory=list)
     bpm_changes: bool = False
@@ -704,6 +725,39 @@ class _V2Note(msgspec.Struct):
     custom: CustomData = _key("_customData", None)
 
 
+class _V2Obstacle(msgspec.Struct):
+    beat: float = _key("_time", 0.0)
+    duration: float = _key("_duration", 0.0)
+    x: int = _key("_lineIndex", 0)
+    kind: int = _key("_type", 0)  # 0 full height, 1 crouch, 2 custom (v2.6: _lineLayer, _height)
+    width: int = _key("_width", 1)
+    y: int = _key("_lineLayer", 0)
+    height: int = _key("_height", 5)
+
+    def obstacle(self) -> Obstacle:
+        y, height = V2_WALLS.get(self.kind, (self.y, self.height))
+        return Obstacle(self.beat, self.duration, self.x, y, self.width, height)
+
+
+class _Obstacle(msgspec.Struct):
+    # a v3 wall (b, d, x, y, w, h), or a v4 one (b, i: index into obstaclesData of d, x, y, w, h)
+    b: float = 0
+    d: float = 0
+    x: int = 0
+    y: int = 0
+    w: int = 0
+    h: int = 0
+    i: int = 0
+
+
+class _Bomb(msgspec.Struct):
+    # a v3 bomb (b, x, y), or a v4 one (b, i: index into bombNotesData of x, y)
+    b: float = 0
+    x: int = 0
+    y: int = 0
+    i: int = 0
+
+
 class _V2Arc(msgspec.Struct):
     color: int = _key("_colorType")
     beat: float = _key("_headTime")
@@ -786,7 +840,10 @@ class _V4ChainData(msgspec.Struct):
 
 class _V4Content(msgspec.Struct):
     colorNotes: list[_Note] | None = None  # v3 too
-    bombNotes: list[msgspec.Raw] | None = None  # v3 too
+    bombNotes: list[_Bomb] | None = None  # v3 too
+    bombNotesData: list[_Bomb] | None = None
+    obstacles: list[_Obstacle] | None = None  # v3 too
+    obstaclesData: list[_Obstacle] | None = None
     colorNotesData: list[_Note] | None = None
     arcs: list[_V4Arc] | None = None
     chains: list[_V4Chain] | None = None
@@ -804,6 +861,7 @@ class _DifficultyFile(_V4Content):
     # v1, v2
     v2_version: str = _key("_version", "")
     notes: list[_V2Note] | None = _key("_notes", None)
+    v2_obstacles: list[_V2Obstacle] | None = _key("_obstacles", None)
     v2_arcs: list[_V2Arc] | None = _key("_sliders", None)
     v2_tempos: list[_V2Tempo] | None = _key("_BPMChanges", None)
     v2_custom: _V2Custom | None = _key("_customData", None)
@@ -814,7 +872,8 @@ def _fill_v2(diff: Difficulty, doc: _DifficultyFile) -> list[float]:
     objects = doc.notes or []
     colour = [n for n in objects if n.kind in (0, 1)]
     diff.notes = [Note(n.beat, n.x, n.y, n.kind, n.direction) for n in colour]
-    diff.bombs = [n.kind for n in objects].count(3)
+    diff.bombs = [Bomb(n.beat, n.x, n.y) for n in objects if n.kind == 3]
+    diff.obstacles = [o.obstacle() for o in doc.v2_obstacles or ()]
     diff.arcs = [
         Arc(
             Note(a.beat, a.x, a.y, a.color, a.direction),
@@ -832,7 +891,8 @@ def _fill_v2(diff: Difficulty, doc: _DifficultyFile) -> list[float]:
 def _fill_v3(diff: Difficulty, doc: _DifficultyFile) -> list[float]:
     colour = doc.colorNotes or []
     diff.notes = [Note(n.b, n.x, n.y, n.c, n.d) for n in colour]
-    diff.bombs = len(doc.bombNotes or ())
+    diff.bombs = [Bomb(b.b, b.x, b.y) for b in doc.bombNotes or ()]
+    diff.obstacles = [Obstacle(o.b, o.d, o.x, o.y, o.w, o.h) for o in doc.obstacles or ()]
     diff.arcs = [Arc(Note(a.b, a.x, a.y, a.c, a.d), Note(a.tb, a.tx, a.ty, a.c, a.tc)) for a in doc.sliders or ()]
     diff.chains = [Chain(Note(c.b, c.x, c.y, c.c, c.d), c.tb, c.tx, c.ty, c.sc, c.s) for c in doc.burstSliders or ()]
     diff.noodle_data = bool(doc.customData and doc.customData.fakeColorNotes)
@@ -851,7 +911,9 @@ def _fill_v4(diff: Difficulty, doc: _DifficultyFile) -> list[float]:
         return Note(beat, p.x, p.y, p.c, p.d)
 
     diff.notes = [note_at(n.b, n.i) for n in content.colorNotes or ()]
-    diff.bombs = len(content.bombNotes or ())
+    bomb_props, wall_props = content.bombNotesData or [], content.obstaclesData or []
+    diff.bombs = [Bomb(b.b, bomb_props[b.i].x, bomb_props[b.i].y) for b in content.bombNotes or ()]
+    diff.obstacles = [Obstacle(o.b, (p := wall_props[o.i]).d, p.x, p.y, p.w, p.h) for o in content.obstacles or ()]
     for a in content.arcs or ():
         head, tail = note_at(a.hb, a.hi), props[a.ti]
         diff.arcs.append(Arc(head, Note(a.tb, tail.x, tail.y, head.color, tail.d)))
@@ -1142,7 +1204,8 @@ def level_summary(level: Level) -> dict:
                 "filename": d.filename,
                 "version": d.version,
                 "notes": len(d.notes),
-                "bombs": d.bombs,
+                "bombs": len(d.bombs),
+                "obstacles": len(d.obstacles),
                 "arcs": len(d.arcs),
                 "chains": len(d.chains),
                 "off_grid": d.off_grid,
@@ -1167,6 +1230,7 @@ def _table_rows(summary: dict) -> list[list[str]]:
             d["version"] or "-",
             str(d["notes"]),
             str(d["bombs"]),
+            str(d["obstacles"]),
             str(d["arcs"]),
             str(d["chains"]),
             "yes" if d["trainable"] else f"no: {d.get('error') or d['reason']}",
@@ -1192,7 +1256,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-    header = ["path", "bpm", "difficulty", "schema", "notes", "bombs", "arcs", "chains", "trainable"]
+    header = ["path", "bpm", "difficulty", "schema", "notes", "bombs", "walls", "arcs", "chains", "trainable"]
     rows, read_any = [], False
     for path in find_levels(args.paths):
         try:

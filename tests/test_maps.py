@@ -15,12 +15,14 @@ from hypothesis import strategies as st
 from conftest import ROOT, SHARED_MAPS, level_dict, needs_shared, zip_bytes
 from maps import (
     Arc,
+    Bomb,
     BpmEvent,
     Chain,
     Difficulty,
     Level,
     MapError,
     Note,
+    Obstacle,
     TempoMap,
     atomic_file,
     difficulty_json,
@@ -63,7 +65,7 @@ def test_v2_level_fields():
     expert, expert_plus = level.difficulties
     assert (expert.characteristic, expert.difficulty, expert.version) == ("Standard", "Expert", "2.6.0")
     assert expert.notes == [Note(1, 1, 0, 0, 1), Note(1, 2, 0, 1, 1), Note(2.5, 3, 2, 1, 8)]
-    assert expert.bombs == 1
+    assert expert.bombs == [Bomb(3, 0, 1)] and expert.obstacles == []
     assert expert.arcs == [Arc(Note(6, 2, 0, 1, 1), Note(7, 3, 1, 1, 0))]
     assert (expert.njs, expert.njs_offset, expert.suggestions) == (16, 0.5, ["Chroma"])
     assert not expert.bpm_changes  # one _BPMChanges entry equal to the Info BPM, one BPMInfo region at 120
@@ -78,7 +80,7 @@ def test_v3_compact_keys_default_to_zero_and_lowercase_info_is_found():
     level = load_level(level_dict("v3"))  # its Info is named info.dat
     hard, lightshow = level.difficulties
     assert hard.notes == [Note(1, 1, 0, 0, 1), Note(1, 2, 0, 1, 1), Note(2, 0, 2, 1, 8), Note(0, 3, 0, 0, 0)]
-    assert hard.bombs == 2
+    assert hard.bombs == [Bomb(3, 1, 1), Bomb(3.5, 0, 0)]  # compact keys default to 0
     assert hard.arcs == [Arc(Note(4, 2, 0, 1, 1), Note(5, 3, 1, 1, 0))]
     assert hard.chains == [
         Chain(Note(1, 1, 0, 0, 1), 1.25, 1, 2, 4, 0.5),
@@ -99,7 +101,7 @@ def test_v4_index_based_notes_arcs_chains():
     (diff,) = level.difficulties
     assert diff.version == "4.1.0"
     assert diff.notes == [Note(2, 1, 0, 0, 1), Note(2, 2, 0, 1, 1), Note(3.5, 1, 0, 0, 1), Note(5, 0, 2, 1, 8)]
-    assert diff.bombs == 1
+    assert diff.bombs == [Bomb(4, 1, 1)]  # its cell from bombNotesData
     assert diff.arcs == [Arc(Note(5, 0, 2, 1, 8), Note(6, 3, 2, 1, 0))]  # the tail takes the head's colour
     assert diff.chains == [Chain(Note(7, 2, 0, 1, 1), 7.5, 3, 1, 4, 0.5)]
     assert (diff.njs, diff.njs_offset) == (18, -0.5)
@@ -462,3 +464,31 @@ def test_bpminfo_regions_become_tempo_regions():
     loaded = load_level(files)
     assert loaded.bpm_regions == [BpmEvent(0.0, 120.0), BpmEvent(20.0, 150.0)]
     assert all(d.bpm_changes for d in loaded.difficulties)
+
+
+def test_walls_read_from_v2_v3_and_v4():
+    v2 = {
+        "_version": "2.6.0",
+        "_notes": [],
+        "_obstacles": [
+            {"_time": 4, "_duration": 2, "_lineIndex": 0, "_type": 0, "_width": 1},
+            {"_time": 8, "_duration": 1, "_lineIndex": 1, "_type": 1, "_width": 2},
+            {"_time": 9, "_duration": 0.5, "_lineIndex": 3, "_type": 2, "_width": 1, "_lineLayer": 1, "_height": 2},
+        ],
+    }
+    v3 = {"version": "3.3.0", "obstacles": [{"b": 4, "d": 2, "x": 0, "y": 0, "w": 1, "h": 5}, {"b": 8, "d": 1, "x": 1}]}
+    v4 = {
+        "version": "4.0.0",
+        "obstacles": [{"b": 4, "i": 0}, {"b": 8, "i": 0}],
+        "obstaclesData": [{"d": 2, "x": 3, "y": 2, "w": 1, "h": 3}],
+    }
+    walls = {}
+    for name, doc in (("v2", v2), ("v3", v3), ("v4", v4)):
+        files = level_dict(name)
+        target = next(n for n in files if n.endswith("Standard.dat"))
+        files[target] = json.dumps(doc).encode()
+        (diff,) = [d for d in load_level(files).difficulties if d.filename == target]
+        walls[name] = diff.obstacles
+    assert walls["v2"] == [Obstacle(4, 2, 0, 0, 1, 5), Obstacle(8, 1, 1, 2, 2, 3), Obstacle(9, 0.5, 3, 1, 1, 2)]
+    assert walls["v3"] == [Obstacle(4, 2, 0, 0, 1, 5), Obstacle(8, 1, 1, 0, 0, 0)]
+    assert walls["v4"] == [Obstacle(4, 2, 3, 2, 1, 3), Obstacle(8, 2, 3, 2, 1, 3)]
