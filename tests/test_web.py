@@ -186,7 +186,12 @@ def test_jobs_run_one_at_a_time_and_the_rest_see_their_place(client, song, monke
 def test_a_full_queue_turns_uploads_away(client, song, monkeypatch):
     release = threading.Event()
     monkeypatch.setattr(web, "MAX_QUEUE", 1)
-    monkeypatch.setattr(infer, "map_song", lambda args, report, models: release.wait(30) and None)
+
+    def held(args, report, models):
+        release.wait(30)
+        raise infer.UsageError(f"{args.song}: stopped by the test")
+
+    monkeypatch.setattr(infer, "map_song", held)
     replies = [upload(client, f"s{i}.ogg", song.read_bytes()) for i in range(3)]
     release.set()
     assert replies[-1].status_code == 503 and "already waiting" in replies[-1].json()["error"]
