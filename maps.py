@@ -750,14 +750,6 @@ class _Obstacle(msgspec.Struct):
     i: int = 0
 
 
-class _Bomb(msgspec.Struct):
-    # a v3 bomb (b, x, y), or a v4 one (b, i: index into bombNotesData of x, y)
-    b: float = 0
-    x: int = 0
-    y: int = 0
-    i: int = 0
-
-
 class _V2Arc(msgspec.Struct):
     color: int = _key("_colorType")
     beat: float = _key("_headTime")
@@ -840,8 +832,8 @@ class _V4ChainData(msgspec.Struct):
 
 class _V4Content(msgspec.Struct):
     colorNotes: list[_Note] | None = None  # v3 too
-    bombNotes: list[_Bomb] | None = None  # v3 too
-    bombNotesData: list[_Bomb] | None = None
+    bombNotes: list[_Note] | None = None  # v3 too: a note's keys without colour and direction
+    bombNotesData: list[_Note] | None = None
     obstacles: list[_Obstacle] | None = None  # v3 too
     obstaclesData: list[_Obstacle] | None = None
     colorNotesData: list[_Note] | None = None

@@ -592,9 +592,8 @@ def map_quality(model, val: BeatDataset, count: int, seed: int = 0) -> dict[str,
         item = val.items[index]
         ids = val[i]["input_ids"]
         prompt_end = int(np.flatnonzero(ids == NOTES_START)[0]) + 2  # up to and including DIFF_x
-        windows.append(
-            Window(item.difficulty, start, val.rules.chunk_beats * PPQ, ids[:prompt_end])
-        )  # last ones padded too
+        # the last windows are padded too
+        windows.append(Window(item.difficulty, start, val.rules.chunk_beats * PPQ, ids[:prompt_end]))
         truths.append(generated_notes(ids[prompt_end:]))
         tempi.append(TempoMap.steady(item.tempo.steady_start(start)[0]))  # the chunk's tempo region
     was_training = model.training

@@ -12,6 +12,7 @@ no path or file name from the client is ever opened.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
 import queue
@@ -22,7 +23,6 @@ import tempfile
 import threading
 import time
 import traceback
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +36,7 @@ import infer
 from data import DIFFICULTIES
 from levels.lightshow import LIGHT_MODES
 from levels.scorecard import scorecard, song_onsets
-from maps import PPQ, load_level
+from maps import load_level, read_level_file
 
 PAGE = Path(__file__).with_name("page.html")
 SONG_TYPES = (".ogg", ".egg", ".wav", ".flac", ".mp3", ".opus", ".aiff", ".aif")  # what libsndfile reads
@@ -218,10 +218,9 @@ def job_args(defaults: argparse.Namespace, job: Job) -> argparse.Namespace:
 def level_result(mapped: infer.Mapped, job: Job) -> dict:
     """What the page shows of a finished level: the tempo found, each difficulty's headline figures and
     its notes in seconds of the level's song (which the page plays)."""
-    with zipfile.ZipFile(mapped.path) as archive:
-        level_song = load_level(mapped.path).song_filename
-        (job.folder / "song.egg").write_bytes(archive.read(level_song))
-    onsets = song_onsets(load_level(mapped.path))
+    level = load_level(mapped.path)
+    (job.folder / "song.egg").write_bytes(read_level_file(level.path, level.song_filename))
+    onsets = song_onsets(level)
     difficulties = {}
     for name, notes in mapped.notes.items():
         card = scorecard(notes, mapped.beats, onsets)
@@ -251,8 +250,6 @@ def level_result(mapped: infer.Mapped, job: Job) -> dict:
         "difficulties": difficulties,
         "download": f"/jobs/{job.id}/{LEVEL_NAME}",
         "download_name": job.song.stem + ".zip",
-        "seconds": round(time.monotonic() - job.started, 1),
-        "beat_ticks": PPQ,
     }
 
 
@@ -351,8 +348,6 @@ def create_app(defaults: argparse.Namespace, root: Path) -> Starlette:
             return error("no such job (finished jobs are kept for an hour)", 404)
 
         async def stream():
-            import asyncio
-
             while True:
                 state = job.status(jobs.place(job))
                 yield f"data: {json.dumps(state)}\n\n"
