@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
-from typing import ClassVar, NamedTuple
+from typing import NamedTuple
 
 import msgspec
 import numpy as np
@@ -27,18 +27,26 @@ import torch
 from tqdm import tqdm
 
 from audio import AudioError, load_audio
+from levels.playability import MAX_CHAIN_BEATS, MIN_WALL_BEATS, SWING_BEATS, WALL_ROWS, swing_cells, wall_fits
 from maps import (
     BEATS_PER_BAR,
     COLORS,
+    CUT_STEP,
     DIFFICULTY_RANKS,
     DOT,
     GRID_CELLS,
     GRID_COLUMNS,
     GRID_ROWS,
     PPQ,
+    Arc,
+    Bomb,
+    Chain,
     MapError,
     Note,
+    Objects,
+    Obstacle,
     TempoMap,
+    along_cut,
     atomic_file,
     plain_notes,
     read_level_file,
@@ -47,8 +55,10 @@ from maps import (
 
 # bump on any change below; checkpoints record it (3: time-token markers in the audio; 4: the notes walk
 # the marker grid, every 1/4- and 1/3-beat tick written with or without notes; 5: a song's last window is
-# padded with the codec's silence to a whole chunk)
-TOKEN_SPACE_VERSION = 5
+# padded with the codec's silence to a whole chunk; 6: bombs, walls, arcs, chains and lengths appended
+# after the difficulty row, every id of 5 unchanged, so a version-5 model still maps colour notes)
+TOKEN_SPACE_VERSION = 6
+NOTES_ONLY_VERSIONS = (5,)  # older token spaces whose ids are a prefix of this one: colour notes only
 
 MAX_CHUNK_BEATS = 256  # the time range covers this many beats after a chunk's start
 CHUNK_BEATS = 64  # beats per window, training and mapping alike (16 bars: ~30 s at 128 BPM)
@@ -61,6 +71,9 @@ DIFFICULTIES = tuple(DIFFICULTY_RANKS)  # Easy .. ExpertPlus
 # the grammar's default cap on notes in any one-beat span, by difficulty: about the 99th percentile of the
 # busiest beats in the human fixture maps (Expert 4-5, ExpertPlus 5-8), so only bursts beyond them are cut
 PEAK_NOTES_PER_BEAT = {"Easy": 3, "Normal": 3, "Hard": 4, "Expert": 5, "ExpertPlus": 6}
+BOMBS_AND_WALLS_PER_BEAT = 4  # the grammar's cap on bombs and walls together in any one-beat span
+MAX_LENGTH_TICKS = CHUNK_BEATS * PPQ  # a wall or chain lasts at most one window (1 tick resolution)
+CHAIN_SLICES = range(2, 9)  # the fixture maps' chains have 3-5 slices
 
 
 class TokenRange(NamedTuple):
@@ -83,77 +96,174 @@ class ChunkNote(msgspec.Struct, frozen=True, order=True):
     y: int
     color: int
     direction: int
-    kind: ClassVar[str] = "note"
 
     def placed(self, start: float) -> Note:
         """The level's note for a chunk that starts at beat `start`."""
         return Note(start + self.tick / PPQ, self.x, self.y, self.color, self.direction)
 
 
+class ChunkBomb(msgspec.Struct, frozen=True, order=True):
+    tick: int
+    x: int
+    y: int
+
+
+class ChunkWall(msgspec.Struct, frozen=True, order=True):
+    """A wall from `tick` for `duration` ticks over columns x..x+width-1, rows y..y+height-1 (rows 3-4 are
+    above the note grid)."""
+
+    tick: int
+    x: int
+    y: int
+    width: int
+    height: int
+    duration: int
+
+
+class ChunkArc(msgspec.Struct, frozen=True, order=True):
+    """An arc into this tick's note of `color` (its tail) from that colour's latest earlier note in the
+    chunk (its head): the token refers to notes of its own window, so every decision stays local."""
+
+    tick: int
+    color: int
+
+
+class ChunkChain(msgspec.Struct, frozen=True, order=True):
+    """A chain from this tick's arrow note of `color` (its head) to (tail_x, tail_y), `duration` ticks later,
+    in `slices` pieces."""
+
+    tick: int
+    color: int
+    tail_x: int
+    tail_y: int
+    slices: int
+    duration: int
+
+
 class ObjectKind(NamedTuple):
     """One row of the token table: a kind of level object, the record decoding gives, and the fields its
-    type token packs, most significant first (a mixed-radix number, each field 0..size-1)."""
+    type token packs, most significant first (a mixed-radix number over each field's range). A kind with
+    a length field writes a length token right after its type token."""
 
     name: str
     record: type
-    fields: tuple[tuple[str, int], ...]  # (record attribute, its size)
+    fields: tuple[tuple[str, range], ...]  # (record attribute, the values it takes)
+    length: str | None = None  # the record attribute a following length token carries (ticks)
 
     @property
     def size(self) -> int:
-        return math.prod(size for _, size in self.fields)
+        return math.prod(len(values) for _, values in self.fields)
 
     def offset(self, obj) -> int:
         """The object's place in its row; ValueError when a field is out of range."""
         offset = 0
-        for name, size in self.fields:
+        for name, values in self.fields:
             value = getattr(obj, name)
-            if not 0 <= value < size:
+            if value not in values:
                 raise ValueError(f"{self.name} {obj} is not in the token space ({name}={value})")
-            offset = offset * size + value
+            offset = offset * len(values) + values.index(value)
         return offset
 
     def values(self, offset: int) -> dict[str, int]:
         """{field: value} of the object at this place in its row."""
         values = {}
-        for name, size in reversed(self.fields):
-            offset, values[name] = divmod(offset, size)
+        for name, field_values in reversed(self.fields):
+            offset, index = divmod(offset, len(field_values))
+            values[name] = field_values[index]
         return values
 
 
+_CELL = (("y", range(GRID_ROWS)), ("x", range(GRID_COLUMNS)))
 # the level objects the notes section writes, one token row each: (y*4 + x)*20 + color*10 + direction for a note
 OBJECT_KINDS = (
+    ObjectKind("note", ChunkNote, (*_CELL, ("color", range(COLORS)), ("direction", range(DIRECTION_SLOTS)))),
+    ObjectKind("bomb", ChunkBomb, _CELL),
     ObjectKind(
-        "note", ChunkNote, (("y", GRID_ROWS), ("x", GRID_COLUMNS), ("color", COLORS), ("direction", DIRECTION_SLOTS))
+        "wall",
+        ChunkWall,
+        (
+            ("x", range(GRID_COLUMNS)),
+            ("width", range(1, GRID_COLUMNS + 1)),
+            ("y", range(GRID_ROWS)),
+            ("height", range(1, WALL_ROWS + 1)),
+        ),
+        "duration",
+    ),
+    ObjectKind("arc", ChunkArc, (("color", range(COLORS)),)),
+    ObjectKind(
+        "chain",
+        ChunkChain,
+        (
+            ("color", range(COLORS)),
+            ("tail_y", range(GRID_ROWS)),
+            ("tail_x", range(GRID_COLUMNS)),
+            ("slices", CHAIN_SLICES),
+        ),
+        "duration",
     ),
 )
 KINDS = {kind.record: kind for kind in OBJECT_KINDS}
+KIND_NAMES = tuple(kind.name for kind in OBJECT_KINDS)  # note, bomb, wall, arc, chain
 _ROWS = (
     ("time", MAX_CHUNK_BEATS * PPQ),  # tick relative to the chunk start
-    *((kind.name, kind.size) for kind in OBJECT_KINDS),
+    ("note", OBJECT_KINDS[0].size),
     ("audio", CODEBOOKS * CODEBOOK_SIZE),  # codebook q, value v -> q*1024 + v
     ("special", len(SPECIALS)),
     ("difficulty", len(DIFFICULTIES)),
+    # version 6: appended, so that every id above keeps its version-5 meaning
+    *((kind.name, kind.size) for kind in OBJECT_KINDS[1:]),
+    ("length", MAX_LENGTH_TICKS),  # a wall's or chain's ticks, 1..MAX_LENGTH_TICKS
 )
 _STARTS = accumulate((size for _, size in _ROWS), initial=0)
 TOKEN_RANGES = {name: TokenRange(start, size) for (name, size), start in zip(_ROWS, _STARTS)}
-TIME, NOTE, AUDIO, SPECIAL, DIFFICULTY = TOKEN_RANGES.values()
-VOCAB_SIZE = DIFFICULTY.stop  # ids in use; the model keeps its own, larger vocabulary
+TIME, NOTE, AUDIO, SPECIAL, DIFFICULTY, BOMB, WALL, ARC, CHAIN, LENGTH = TOKEN_RANGES.values()
+VOCAB_SIZE = LENGTH.stop  # ids in use; the model keeps its own, larger vocabulary
+NOTES_ONLY_VOCAB = DIFFICULTY.stop  # the ids of token space 5
 BOS, EOS, PAD, AUDIO_START, AUDIO_END, NOTES_START = range(SPECIAL.start, SPECIAL.stop)
 DIFFICULTY_TOKENS = dict(zip(DIFFICULTIES, range(DIFFICULTY.start, DIFFICULTY.stop)))
+LEVEL_RANGES = (TIME, *(TOKEN_RANGES[name] for name in KIND_NAMES), LENGTH)  # what the notes section writes
+ChunkObject = ChunkNote | ChunkBomb | ChunkWall | ChunkArc | ChunkChain
 
 
-def object_token(obj: ChunkNote) -> int:
-    """Type token of a chunk object (its tick aside); ValueError for anything outside its kind's row."""
+def kind_of(token: int) -> ObjectKind | None:
+    """The object kind whose row holds this type token, or None."""
+    return next((kind for kind in OBJECT_KINDS if token in TOKEN_RANGES[kind.name]), None)
+
+
+def object_token(obj: ChunkObject) -> int:
+    """Type token of a chunk object (its tick and length aside); ValueError for anything outside its kind's row."""
     kind = KINDS[type(obj)]
     return TOKEN_RANGES[kind.name].start + kind.offset(obj)
 
 
-def token_object(token: int, tick: int) -> ChunkNote:
-    """The chunk object a type token stands for, at `tick`; ValueError for a token of no object kind."""
-    for kind in OBJECT_KINDS:
-        if token in TOKEN_RANGES[kind.name]:
-            return kind.record(tick=tick, **kind.values(token - TOKEN_RANGES[kind.name].start))
-    raise ValueError(f"token {token} is not an object type")
+def object_tokens(obj: ChunkObject) -> tuple[int, ...]:
+    """The tokens a chunk object writes after its tick's time token: its type, then its length if it has one."""
+    kind = KINDS[type(obj)]
+    return (object_token(obj),) + ((length_token(getattr(obj, kind.length)),) if kind.length else ())
+
+
+def token_object(token: int, tick: int, length: int | None = None) -> ChunkObject:
+    """The chunk object a type token stands for, at `tick` (with its length in ticks for a kind that has
+    one); ValueError for a token of no object kind."""
+    kind = kind_of(token)
+    if kind is None:
+        raise ValueError(f"token {token} is not an object type")
+    values = kind.values(token - TOKEN_RANGES[kind.name].start)
+    if kind.length:
+        values[kind.length] = length
+    return kind.record(tick=tick, **values)
+
+
+def length_token(ticks: int) -> int:
+    if not 1 <= ticks <= LENGTH.size:
+        raise ValueError(f"length {ticks} is outside 1..{LENGTH.size} ticks")
+    return LENGTH.start + ticks - 1
+
+
+def token_length(token: int) -> int:
+    if token not in LENGTH:
+        raise ValueError(f"token {token} is not a length token")
+    return token - LENGTH.start + 1
 
 
 def note_token(x: int, y: int, color: int, direction: int) -> int:
@@ -194,12 +304,20 @@ def audio_token_ids() -> np.ndarray:
     return audio_tokens(np.arange(CODEBOOK_SIZE)[:, None].repeat(CODEBOOKS, 1)).reshape(CODEBOOK_SIZE, CODEBOOKS).T
 
 
+def _object_name(token: int) -> str:
+    obj = token_object(token, 0, 1)
+    fields = " ".join(f"{name}{getattr(obj, name)}" for name, _ in KINDS[type(obj)].fields)
+    return f"<{KINDS[type(obj)].name} {fields}>"
+
+
 def token_names() -> list[str]:
     """A readable name for every id of the token space, in id order (for the saved tokenizer)."""
     notes = [f"<n x{x} y{y} c{c} d{d}>" for x, y, c, d in map(note_fields, range(NOTE.start, NOTE.stop))]
     audio = [f"<a{q}:{v}>" for q in range(CODEBOOKS) for v in range(CODEBOOK_SIZE)]
     names = [f"<t{tick}>" for tick in range(TIME.size)] + notes + audio
-    return names + [f"<{name}>" for name in SPECIALS] + [f"<{name}>" for name in DIFFICULTIES]
+    names += [f"<{name}>" for name in SPECIALS] + [f"<{name}>" for name in DIFFICULTIES]
+    names += [_object_name(token) for token in range(BOMB.start, CHAIN.stop)]
+    return names + [f"<len{ticks}>" for ticks in range(1, LENGTH.size + 1)]
 
 
 def build_tokenizer():
@@ -219,68 +337,95 @@ def build_tokenizer():
     )
 
 
-def note_sequence(ticks: np.ndarray, types: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """A chunk's notes (ticks [n], type tokens [n]) on its marker grid (ticks [m]) -> the note tokens:
-    every tick of the grid or of a note once, in order, as its time token followed by the type tokens of
-    its notes (increasing; exact duplicates once). A grid tick without notes is its time token alone."""
+def note_sequence(
+    ticks: np.ndarray, types: np.ndarray, grid: np.ndarray, lengths: np.ndarray | None = None
+) -> np.ndarray:
+    """A chunk's objects (ticks [n], type tokens [n], length tokens [n] or -1 for a kind without one) on its
+    marker grid (ticks [m]) -> the note tokens: every tick of the grid or of an object once, in order, as
+    its time token followed by its objects' type tokens (increasing; one object per type and tick: the
+    first length kept), each with its length token after it. A grid tick without objects is its time token
+    alone."""
     ticks, types, grid = (np.asarray(a, dtype=np.int64).reshape(-1) for a in (ticks, types, grid))
-    # rows: (tick, 0 for the time token / 1 for a type, token id)
+    lengths = np.full_like(ticks, -1) if lengths is None else np.asarray(lengths, dtype=np.int64).reshape(-1)
+    pairs, first = np.unique(np.stack([ticks, types], 1).reshape(-1, 2), axis=0, return_index=True)
+    lengths = lengths[first]
     times = np.unique(np.concatenate([grid, ticks]))
+    # rows: (tick, 0 for the time token / 1 for a type, token id, its length token or -1)
     rows = np.concatenate(
         [
-            np.stack([times, np.zeros_like(times), TIME.start + times], 1),
-            np.stack([ticks, np.ones_like(ticks), types], 1),
+            np.stack([times, np.zeros_like(times), TIME.start + times, np.full_like(times, -1)], 1),
+            np.stack([pairs[:, 0], np.ones(len(pairs), dtype=np.int64), pairs[:, 1], lengths], 1),
         ]
     )
-    return np.unique(rows, axis=0)[:, 2]  # sorted by tick, time token first, then type ids
+    rows = rows[np.lexsort((rows[:, 2], rows[:, 1], rows[:, 0]))]  # by tick, time token first, then type ids
+    tokens = rows[:, 2:].reshape(-1)
+    return tokens[tokens >= 0]
 
 
-def encode_notes(notes: Iterable[ChunkNote], grid: Iterable[int] = ()) -> list[int]:
+def encode_notes(objects: Iterable[ChunkObject], grid: Iterable[int] = ()) -> list[int]:
     """Chunk objects on a marker grid of ticks -> note tokens (note_sequence)."""
-    pairs = [(obj.tick, object_token(obj)) for obj in notes]
-    ticks, types = zip(*pairs) if pairs else ((), ())
-    return note_sequence(np.array(ticks), np.array(types), np.array(list(grid))).tolist()
+    rows = [(obj.tick, *object_tokens(obj), -1)[:3] for obj in objects]
+    ticks, types, lengths = zip(*rows) if rows else ((), (), ())
+    return note_sequence(np.array(ticks), np.array(types), np.array(list(grid)), np.array(lengths)).tolist()
 
 
-def decode_notes(tokens: Sequence[int]) -> list[ChunkNote]:
-    """Note tokens -> chunk notes: each type token at the tick of the time token before it; raises
-    ValueError for a type token with no time token before it."""
-    notes, tick = [], None
-    for token in tokens:
+def decode_notes(tokens: Sequence[int]) -> list[ChunkObject]:
+    """Note tokens -> chunk objects: each type token at the tick of the time token before it, with the
+    length token after it for a kind that has one; ValueError for a type token with no time token before
+    it, or a length token missing or out of place."""
+    objects, tick, tokens = [], None, list(tokens)
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
         if token in TIME:
             tick = token_tick(token)
         elif tick is None:
-            raise ValueError(f"note type {token} before any time token")
+            raise ValueError(f"object type {token} before any time token")
         else:
-            notes.append(token_object(token, tick))
-    return notes
+            kind = kind_of(token)
+            if kind is None:
+                raise ValueError(f"token {token} is neither a time token nor an object type")
+            length = None
+            if kind.length:
+                i += 1
+                if i >= len(tokens) or tokens[i] not in LENGTH:
+                    raise ValueError(f"{kind.name} type {token} without its length token")
+                length = token_length(tokens[i])
+            objects.append(token_object(token, tick, length))
+        i += 1
+    return objects
 
 
 def note_tokens_error(tokens: Sequence[int], chunk_ticks: int = TIME.size) -> str | None:
     """Why a note-token list breaks the grammar, or None when it is valid.
 
-    Valid: time tokens inside the chunk, strictly increasing, each followed by zero or more note types
-    with strictly increasing ids; a note type only after a time token; never the reserved direction.
+    Valid: time tokens inside the chunk, strictly increasing, each followed by zero or more object types
+    with strictly increasing ids, each of a kind with a length followed by one length token; a type only
+    after a time token; never the reserved direction.
     """
-    tick, last_type = -1, -1
+    tick, last_type, wants_length = -1, -1, False
     for i, token in enumerate(tokens):
-        if token in TIME:
+        if wants_length:
+            if token not in LENGTH:
+                return f"position {i}: {token} where a length token must follow the type before it"
+            wants_length = False
+        elif token in TIME:
             if token_tick(token) >= chunk_ticks:
                 return f"position {i}: tick {token_tick(token)} is past the chunk end ({chunk_ticks})"
             if token_tick(token) <= tick:
                 return f"position {i}: tick {token_tick(token)} not after {tick}"
             tick, last_type = token_tick(token), -1
-        elif token in NOTE:
+        elif (kind := kind_of(token)) is not None:
             if tick < 0:
-                return f"position {i}: note type before any time token"
-            if note_fields(token)[3] == RESERVED_DIRECTION:
+                return f"position {i}: object type before any time token"
+            if token in NOTE and note_fields(token)[3] == RESERVED_DIRECTION:
                 return f"position {i}: reserved direction {RESERVED_DIRECTION}"
             if token <= last_type:
-                return f"position {i}: note types out of canonical order or repeated"
-            last_type = token
+                return f"position {i}: object types out of canonical order or repeated"
+            last_type, wants_length = token, kind.length is not None
         else:
-            return f"position {i}: {token} is neither a time token nor a note type"
-    return None
+            return f"position {i}: {token} is neither a time token nor an object type"
+    return "the last type lacks its length token" if wants_length else None
 
 
 # ---------------------------------------------------------------- chunks (training and inference alike)
@@ -358,32 +503,121 @@ def prompt_tokens(codes: np.ndarray, difficulty: str, markers: Markers) -> np.nd
     return np.concatenate([head, audio, tail]).astype(np.int64)
 
 
-def generated_notes(tokens: Sequence[int]) -> list[ChunkNote]:
-    """What the model wrote after the prompt -> chunk notes, up to EOS or PAD (time tokens without
-    note types are the grid's empty ticks)."""
+def generated_notes(tokens: Sequence[int]) -> list[ChunkObject]:
+    """What the model wrote after the prompt -> chunk objects, up to EOS or PAD (time tokens without
+    types are the grid's empty ticks)."""
     tokens = list(tokens)
     end = next((i for i, t in enumerate(tokens) if t in (EOS, PAD)), len(tokens))
     return decode_notes(tokens[:end])
 
 
-# note-type fields by offset in the note range: [240] int each
-_TYPE_X, _TYPE_Y, _TYPE_COLOR, _TYPE_DIRECTION = map(np.array, zip(*map(note_fields, range(NOTE.start, NOTE.stop))))
-_TYPE_CELL = _TYPE_Y * GRID_COLUMNS + _TYPE_X
+def placed_objects(chunk: Iterable[ChunkObject], start: float) -> Objects:
+    """A chunk's objects -> the level's, for a chunk that starts at beat `start`. An arc joins its colour's
+    latest earlier note to this tick's first note of that colour, a chain starts at this tick's first
+    arrow note of its colour; one whose notes are not in the chunk is left out."""
+    chunk = sorted(chunk, key=lambda obj: (obj.tick, object_token(obj)))
+    out, first_note = Objects(), {}  # first_note: (tick, colour) -> that tick's first Note of the colour
+    for obj in chunk:
+        beat = start + obj.tick / PPQ
+        if isinstance(obj, ChunkNote):
+            out.notes.append(note := obj.placed(start))
+            first_note.setdefault((obj.tick, obj.color), note)
+        elif isinstance(obj, ChunkBomb):
+            out.bombs.append(Bomb(beat, obj.x, obj.y))
+        elif isinstance(obj, ChunkWall):
+            out.obstacles.append(Obstacle(beat, obj.duration / PPQ, obj.x, obj.y, obj.width, obj.height))
+        elif isinstance(obj, ChunkArc):
+            earlier = [(t, n) for (t, c), n in first_note.items() if c == obj.color and t < obj.tick]
+            tail = first_note.get((obj.tick, obj.color))
+            if earlier and tail is not None:
+                out.arcs.append(Arc(max(earlier)[1], tail))
+        else:
+            here = [n for n in out.notes if n.beat == beat and n.color == obj.color and n.direction != DOT]
+            if here:
+                tail_beat = start + (obj.tick + obj.duration) / PPQ
+                out.chains.append(Chain(here[0], tail_beat, obj.tail_x, obj.tail_y, obj.slices, 1.0))
+    return out
+
+
+def _arrays(kind_name: str) -> dict[str, np.ndarray]:
+    """{field: [row size] int}: each type of a kind's row, field by field."""
+    kind = next(k for k in OBJECT_KINDS if k.name == kind_name)
+    fields = [kind.values(offset) for offset in range(kind.size)]
+    return {name: np.array([f[name] for f in fields]) for name, _ in kind.fields}
+
+
+def _cells(x0: np.ndarray, x1: np.ndarray, y0: np.ndarray, y1: np.ndarray) -> np.ndarray:
+    """[types, 12] bool: the note-grid cells (y*4 + x) inside columns x0..x1-1 and rows y0..y1-1 of each type."""
+    x, y = np.arange(GRID_CELLS) % GRID_COLUMNS, np.arange(GRID_CELLS) // GRID_COLUMNS
+    return (x >= x0[:, None]) & (x < x1[:, None]) & (y >= y0[:, None]) & (y < y1[:, None])
+
+
+# every type of each row, field by field: [row size] int arrays
+_TYPE = _arrays("note")
+_TYPE_CELL = _TYPE["y"] * GRID_COLUMNS + _TYPE["x"]
+_BOMB_CELL = (lambda f: f["y"] * GRID_COLUMNS + f["x"])(_arrays("bomb"))
+_WALL = _arrays("wall")
+_WALL_CELLS = _cells(_WALL["x"], _WALL["x"] + _WALL["width"], _WALL["y"], _WALL["y"] + _WALL["height"])  # [240, 12]
+_WALL_OK = np.array(  # [240]: the wall types playability allows (inside the lanes and rows, hiding no note)
+    [
+        wall_fits(Obstacle(0.0, MIN_WALL_BEATS, int(x), int(y), int(w), int(h)))
+        for x, y, w, h in zip(*(_WALL[k] for k in ("x", "y", "width", "height")))
+    ]
+)
+_CHAIN = _arrays("chain")
+MIN_WALL_TICKS = math.ceil(MIN_WALL_BEATS * PPQ)
+MAX_CHAIN_TICKS = round(MAX_CHAIN_BEATS * PPQ)
+SWING_TICKS = round(SWING_BEATS * PPQ)
 LAST_CELL = GRID_CELLS - 1
 
 
+def _swing_mask(x: int, y: int, direction: int) -> np.ndarray:
+    """[12] bool: the cells a hand sweeps cutting a note at (x, y) (playability.swing_cells)."""
+    mask = np.zeros(GRID_CELLS, dtype=bool)
+    for cx, cy in swing_cells(x, y, direction):
+        mask[cy * GRID_COLUMNS + cx] = True
+    return mask
+
+
+class _RowState:
+    """What the grammar remembers of one row: the tick, what it holds, and what still stands."""
+
+    def __init__(self, beat_cap: float):
+        self.beat_cap = beat_cap  # notes in any one-beat span
+        self.tick = -1  # of the latest time token, -1 before the first
+        self.done = False
+        self.types: list[int] = []  # type tokens written at this tick
+        self.cells = np.zeros(GRID_CELLS, dtype=bool)  # cells holding a note or bomb at this tick
+        self.notes: dict[int, list[tuple[int, int, int]]] = {}  # colour -> (x, y, direction) at this tick
+        self.chained: set[int] = set()  # colours whose note here heads a chain
+        self.last_note: dict[int, int] = {}  # colour -> tick of its latest note before this tick
+        self.recent: deque[int] = deque()  # ticks of its notes in the last beat
+        self.recent_others: deque[int] = deque()  # ticks of its bombs and walls in the last beat
+        self.walls: list[tuple[int, np.ndarray]] = []  # (end tick, [12] cells) of walls standing
+        self.swings: list[tuple[int, np.ndarray]] = []  # (until tick, [12] cells) where hands sweep
+        self.pending: int | None = None  # a wall or chain type waiting for its length token
+
+
 class NoteGrammar:
-    """A transformers LogitsProcessor that keeps every generated chunk valid note tokens on its grid.
+    """A transformers LogitsProcessor that keeps every generated chunk valid note tokens on its grid, with
+    only the object kinds asked for (`kinds`, of KIND_NAMES) and the rules of play for each.
 
     The grid is the time-marker ticks of each row's prompt. After DIFF_x the first grid tick; after a
-    time token or a note type: a note type allowed at this tick, or a later time token up to the next
-    grid tick (off-grid ticks between are allowed, skipping a grid tick is not), or EOS once the grid is
-    walked. At one tick, note types increase, no cell is used twice, and notes of one colour share a
-    direction or are dots. With max_notes_per_beat (one cap, or one per row), no span of one beat holds
-    more than that many notes (rounded down): at a tick t, a row whose notes in (t - PPQ, t] already
-    number the cap writes no note there, so no burst can spend a window's notes. Never the reserved
-    direction, never an id outside the token space. One instance serves one generate() call over a
-    batch of prompts of one (left-padded) length.
+    time token or a type: a type allowed at this tick, or a later time token up to the next grid tick
+    (off-grid ticks between are allowed, skipping a grid tick is not), or EOS once the grid is walked.
+    At one tick, type ids increase (notes, then bombs, walls, arcs, chains).
+    - Notes: no cell used twice, notes of one colour share a direction or are dots, none in a cell a
+      wall stands over; with max_notes_per_beat (one cap, or one per row), no span of one beat holds
+      more than that many notes (rounded down).
+    - Bombs and walls: at most BOMBS_AND_WALLS_PER_BEAT in any one beat. Bombs: not in a cell of this
+      tick's notes, under a wall, or where a hand sweeps in the SWING_TICKS after a note (its cell and
+      the next along its cut). Walls: the types playability.wall_fits allows, none over this tick's
+      notes or bombs, then a length from MIN_WALL_TICKS to the window's end.
+    - Arcs: into this tick's note of a colour from its latest earlier note in the window.
+    - Chains: from this tick's arrow note of a colour to a cell along its cut, one per colour, then a
+      length up to MAX_CHAIN_TICKS inside the window.
+    Never the reserved direction, never an id outside the token space. One instance serves one
+    generate() call over a batch of prompts of one (left-padded) length.
     """
 
     def __init__(
@@ -391,47 +625,122 @@ class NoteGrammar:
         prompt_length: int,
         chunk_ticks: Sequence[int],
         max_notes_per_beat: float | Sequence[float] | None = None,
+        kinds: Iterable[str] = ("note",),
     ):
         self.prompt_length = prompt_length
         self.chunk_ticks = list(chunk_ticks)  # per row: ticks in its chunk (fewer for a song's last chunk)
+        self.kinds = set(kinds)
+        if not self.kinds <= set(KIND_NAMES):
+            raise ValueError(f"unknown object kinds {sorted(self.kinds - set(KIND_NAMES))}")
         rows = len(self.chunk_ticks)
         caps = max_notes_per_beat if isinstance(max_notes_per_beat, Sequence) else [max_notes_per_beat] * rows
-        self.beat_cap = [math.inf if cap is None else math.floor(cap) for cap in caps]  # per row: notes per beat
-        self.recent: list[deque[int]] = [deque() for _ in range(rows)]  # per row: ticks of its notes in the last beat
+        self.rows = [_RowState(math.inf if cap is None else math.floor(cap)) for cap in caps]
         self.grid: list[np.ndarray] = []  # per row: its prompt's marker ticks, sorted (read at the first call)
-        self.tick = [-1] * rows  # per row: tick of the latest time token, -1 before the first
-        self.stack: list[list[int]] = [[] for _ in range(rows)]  # per row: note offsets written at that tick
-        self.done = [False] * rows
 
-    def _advance(self, row: int, token: int) -> None:
+    def _advance(self, state: _RowState, token: int) -> None:
         if token in (EOS, PAD):
-            self.done[row] = True
+            state.done = True
         elif token in TIME:
-            self.stack[row] = []
-            self.tick[row] = token_tick(token)
-        elif token in NOTE:
-            self.stack[row].append(token - NOTE.start)
-            self.recent[row].append(self.tick[row])
+            for color in state.notes:
+                state.last_note[color] = state.tick
+            state.tick = token_tick(token)
+            state.types, state.notes, state.chained = [], {}, set()
+            state.cells = np.zeros(GRID_CELLS, dtype=bool)
+            state.walls = [(end, cells) for end, cells in state.walls if end > state.tick]
+            state.swings = [(until, cells) for until, cells in state.swings if until >= state.tick]
+        elif token in LENGTH:
+            kind = kind_of(state.pending)
+            if kind.name == "wall":
+                state.walls.append((state.tick + token_length(token), _WALL_CELLS[state.pending - WALL.start]))
+            state.pending = None
+        else:
+            state.types.append(token)
+            if token in NOTE:
+                x, y, color, direction = note_fields(token)
+                state.notes.setdefault(color, []).append((x, y, direction))
+                state.cells[y * GRID_COLUMNS + x] = True
+                state.recent.append(state.tick)
+                state.swings.append((state.tick + SWING_TICKS, _swing_mask(x, y, direction)))
+            if token in BOMB or token in WALL:
+                state.recent_others.append(state.tick)
+            if token in BOMB:
+                state.cells[_BOMB_CELL[token - BOMB.start]] = True
+            elif token in CHAIN:
+                state.chained.add(int(_CHAIN["color"][token - CHAIN.start]))
+            if kind_of(token).length:
+                state.pending = token
 
-    def _room(self, row: int) -> bool:
-        """Whether the span of one beat that ends at this row's tick holds fewer notes than its cap."""
-        recent, tick = self.recent[row], self.tick[row]
+    @staticmethod
+    def _room(recent: deque[int], tick: int, cap: float) -> bool:
+        """Whether the span of one beat that ends at this tick holds fewer objects (recent: their ticks) than cap."""
         while recent and recent[0] <= tick - PPQ:
             recent.popleft()
-        return len(recent) < self.beat_cap[row]
+        return len(recent) < cap
 
-    def _note_types(self, row: int) -> np.ndarray:
+    def _note_types(self, state: _RowState) -> np.ndarray:
         """[240] bool: the note types allowed next at this row's tick."""
-        allowed = _TYPE_DIRECTION != RESERVED_DIRECTION
-        stack = self.stack[row]
-        if stack:
-            allowed &= _TYPE_CELL > _TYPE_CELL[stack[-1]]  # increasing ids, each cell once
-        for color in range(COLORS):
-            arrows = [int(_TYPE_DIRECTION[t]) for t in stack if _TYPE_COLOR[t] == color and _TYPE_DIRECTION[t] != DOT]
+        allowed = _TYPE["direction"] != RESERVED_DIRECTION
+        last = [t for t in state.types if t in NOTE]
+        if last:
+            allowed &= _TYPE_CELL > _TYPE_CELL[last[-1] - NOTE.start]  # increasing ids, each cell once
+        for color, notes in state.notes.items():
+            arrows = [direction for _, _, direction in notes if direction != DOT]
             if arrows:
-                same = (_TYPE_DIRECTION == arrows[0]) | (_TYPE_DIRECTION == DOT)
-                allowed &= (_TYPE_COLOR != color) | same
+                same = (_TYPE["direction"] == arrows[0]) | (_TYPE["direction"] == DOT)
+                allowed &= (_TYPE["color"] != color) | same
+        covered = np.any([cells for _, cells in state.walls], axis=0) if state.walls else np.zeros(GRID_CELLS, bool)
+        return allowed & ~covered[_TYPE_CELL]
+
+    def _bomb_types(self, state: _RowState) -> np.ndarray:
+        """[12] bool: the bomb cells allowed next."""
+        blocked = state.cells.copy()
+        for _, cells in state.walls + state.swings:
+            blocked |= cells
+        return ~blocked[_BOMB_CELL]
+
+    def _chain_types(self, state: _RowState, ticks_left: int) -> np.ndarray:
+        """[168] bool: the chains allowed next: from each colour's first arrow note here along its cut."""
+        allowed = np.zeros(CHAIN.size, dtype=bool)
+        if ticks_left < 2:
+            return allowed
+        for color, notes in state.notes.items():
+            head = next(((x, y, d) for x, y, d in notes if d != DOT), None)
+            if head is None or color in state.chained:
+                continue
+            x, y, direction = head
+            step = CUT_STEP[direction]
+            dx, dy = _CHAIN["tail_x"] - x, _CHAIN["tail_y"] - y
+            along = (np.sign(dx) == step[0]) & (np.sign(dy) == step[1]) & ((dx != 0) | (dy != 0))
+            allowed |= (_CHAIN["color"] == color) & along
         return allowed
+
+    def _types(self, state: _RowState, ticks_left: int) -> np.ndarray:
+        """[VOCAB_SIZE - NOTE.start] bool over the ids from NOTE.start: the types allowed next at this tick."""
+        allowed = np.zeros(VOCAB_SIZE - NOTE.start, dtype=bool)
+
+        def put(row: TokenRange, mask: np.ndarray) -> None:
+            allowed[row.start - NOTE.start : row.stop - NOTE.start] = mask
+
+        if "note" in self.kinds and self._room(state.recent, state.tick, state.beat_cap):
+            put(NOTE, self._note_types(state))
+        others = self._room(state.recent_others, state.tick, BOMBS_AND_WALLS_PER_BEAT)
+        if "bomb" in self.kinds and others:
+            put(BOMB, self._bomb_types(state))
+        if "wall" in self.kinds and others and ticks_left >= MIN_WALL_TICKS:
+            put(WALL, _WALL_OK & ~(_WALL_CELLS & state.cells).any(axis=1))
+        if "arc" in self.kinds:
+            put(ARC, np.array([c in state.notes and c in state.last_note for c in range(COLORS)]))
+        if "chain" in self.kinds:
+            put(CHAIN, self._chain_types(state, ticks_left))
+        if state.types:
+            allowed[: state.types[-1] - NOTE.start + 1] = False  # type ids increase at one tick
+        return allowed
+
+    def _lengths(self, state: _RowState, ticks_left: int) -> tuple[int, int]:
+        """[first, last] ticks the pending wall or chain may last."""
+        if state.pending in WALL:
+            return MIN_WALL_TICKS, ticks_left
+        return 1, min(MAX_CHAIN_TICKS, ticks_left - 1)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         # input_ids: [rows, prompt + generated so far]; scores: [rows, model vocab] logits of the next token
@@ -440,21 +749,28 @@ class NoteGrammar:
             grids = [np.unique(p[(p >= TIME.start) & (p < TIME.stop)]) - TIME.start for p in prompts]
             self.grid = [grid[grid < ticks] for grid, ticks in zip(grids, self.chunk_ticks)]
         if input_ids.shape[1] > self.prompt_length:
-            for row, token in enumerate(input_ids[:, -1].tolist()):
-                self._advance(row, token)
-        allowed = np.zeros((len(self.chunk_ticks), scores.shape[1]), dtype=bool)  # [rows, model vocab]
-        for row, chunk_ticks in enumerate(self.chunk_ticks):
-            if self.done[row]:
+            for state, token in zip(self.rows, input_ids[:, -1].tolist()):
+                self._advance(state, token)
+        vocab = scores.shape[1]
+        allowed = np.zeros((len(self.rows), max(vocab, VOCAB_SIZE)), dtype=bool)  # [rows, ids]
+        for row, (state, chunk_ticks) in enumerate(zip(self.rows, self.chunk_ticks)):
+            if state.done:
                 allowed[row, EOS] = True
                 continue
-            tick, grid = self.tick[row], self.grid[row]
-            if tick >= 0 and self._room(row):
-                allowed[row, NOTE.start : NOTE.stop] = self._note_types(row)
+            tick, grid = state.tick, self.grid[row]
+            if state.pending is not None:
+                first, last = self._lengths(state, chunk_ticks - tick)
+                allowed[row, length_token(first) : length_token(last) + 1] = True
+                continue
+            if tick >= 0:
+                allowed[row, NOTE.start : VOCAB_SIZE] = self._types(state, chunk_ticks - tick)
+                allowed[row, NOTE.stop : BOMB.start] = False  # audio, specials, difficulties
             later = grid[grid > tick]  # grid ticks still to write
-            last = min(int(later[0]), chunk_ticks - 1) if len(later) else chunk_ticks - 1
-            allowed[row, TIME.start + tick + 1 : TIME.start + last + 1] = True
+            end = min(int(later[0]), chunk_ticks - 1) if len(later) else chunk_ticks - 1
+            allowed[row, TIME.start + tick + 1 : TIME.start + end + 1] = True
             allowed[row, EOS] = not len(later)
-        return scores.masked_fill(~torch.from_numpy(allowed).to(scores.device), -math.inf)
+        mask = torch.from_numpy(allowed[:, :vocab]).to(scores.device)
+        return scores.masked_fill(~mask, -math.inf)
 
 
 # ---------------------------------------------------------------- code cache
@@ -509,21 +825,86 @@ class _Item:
     song_filename: str
     song_hash: str
     difficulty: str  # Easy .. ExpertPlus
-    ticks: np.ndarray  # [notes] int64: absolute 48-PPQ tick of each note, canonical order
-    types: np.ndarray  # [notes] int64: its note-type token
+    ticks: np.ndarray  # [objects] int64: absolute 48-PPQ tick of each object, canonical order
+    types: np.ndarray  # [objects] int64: its type token
+    extra: np.ndarray  # [objects] int64 ticks: a wall's or chain's length, an arc's distance back to its head
     tempo: TempoMap  # the difficulty's tempo regions (one for a song of one tempo)
+
+
+def _wall_row(wall: Obstacle) -> tuple[int, int, int] | None:
+    """(tick, type, length) of a wall inside the lanes and rows, or None (decorative walls outside them)."""
+    ticks = round(wall.duration * PPQ)
+    record = ChunkWall(round(wall.beat * PPQ), wall.x, wall.y, wall.width, wall.height, ticks)
+    if not 1 <= ticks <= MAX_LENGTH_TICKS or wall.x + wall.width > GRID_COLUMNS or wall.y + wall.height > WALL_ROWS:
+        return None
+    try:
+        return record.tick, object_token(record), ticks
+    except ValueError:
+        return None
+
+
+def object_rows(diff) -> np.ndarray:
+    """A difficulty's objects the token space holds -> [objects, 3] int64 (absolute tick, type token, extra:
+    a wall's or chain's length in ticks, an arc's ticks back to its head, else 0), unique, in canonical order.
+
+    Notes are plain_notes (arc ends and chain heads among them). Left out, object by object: bombs in a
+    note's cell at its tick or off the grid; walls outside the lanes (decorative ones, common in vanilla
+    maps), longer than a window or of no length; arcs whose head is not their colour's latest earlier note
+    or whose ends are not notes; chains whose head is not a note, or whose tail is not along its cut or
+    lies more than a window on.
+    """
+    notes = plain_notes(diff)
+    note_ticks = snap_ticks(n.beat for n in notes)
+    rows = [(t, note_token(n.x, n.y, n.color, n.direction), 0) for t, n in zip(note_ticks, notes)]
+    cells = {(t, n.x, n.y) for t, n in zip(note_ticks, notes)}
+    first = {}  # (tick, colour) -> the first note of that colour at that tick
+    for note in notes:
+        first.setdefault((round(note.beat * PPQ), note.color), note)
+    for bomb in diff.bombs:
+        tick = round(bomb.beat * PPQ)
+        if 0 <= bomb.x < GRID_COLUMNS and 0 <= bomb.y < GRID_ROWS and (tick, bomb.x, bomb.y) not in cells:
+            rows.append((tick, object_token(ChunkBomb(tick, bomb.x, bomb.y)), 0))
+    rows += filter(None, map(_wall_row, diff.obstacles))
+    ticks_by_color = {c: sorted(t for t, color in first if color == c) for c in range(COLORS)}
+    for arc in diff.arcs:
+        head, tail = round(arc.head.beat * PPQ), round(arc.tail.beat * PPQ)
+        earlier = [t for t in ticks_by_color.get(arc.head.color, []) if t < tail]
+        if earlier and earlier[-1] == head and (tail, arc.head.color) in first:
+            rows.append((tail, object_token(ChunkArc(tail, arc.head.color)), tail - head))
+    for chain in diff.chains:
+        tick, head = round(chain.head.beat * PPQ), chain.head
+        ticks = round(chain.tail_beat * PPQ) - tick
+        note = first.get((tick, head.color))
+        record = ChunkChain(tick, head.color, chain.tail_x, chain.tail_y, chain.slices, ticks)
+        if note is None or not along_cut(note.direction, chain.tail_x - note.x, chain.tail_y - note.y):
+            continue
+        if 1 <= ticks <= MAX_LENGTH_TICKS and 0 <= chain.tail_x < GRID_COLUMNS and 0 <= chain.tail_y < GRID_ROWS:
+            if chain.slices in CHAIN_SLICES:
+                rows.append((tick, object_token(record), ticks))
+    table = np.array(sorted(set(rows)), dtype=np.int64).reshape(-1, 3)
+    _, keep = np.unique(table[:, :2], axis=0, return_index=True)  # one object per type and tick
+    return table[np.sort(keep)]
 
 
 def _item(level, characteristic: str, difficulty: str, song_hash: str) -> _Item:
     diff = next(d for d in level.difficulties if (d.characteristic, d.difficulty) == (characteristic, difficulty))
-    notes = plain_notes(diff)
-    # pairs: [notes, 2] (absolute tick, type token), unique and sorted: the canonical order
-    pairs = np.array(
-        [(t, note_token(n.x, n.y, n.color, n.direction)) for t, n in zip(snap_ticks(n.beat for n in notes), notes)],
-        dtype=np.int64,
-    ).reshape(-1, 2)
-    pairs = np.unique(pairs, axis=0)
-    return _Item(level.path, level.song_filename, song_hash, difficulty, *pairs.T, TempoMap.of_difficulty(level, diff))
+    rows = object_rows(diff)
+    tempo = TempoMap.of_difficulty(level, diff)
+    return _Item(level.path, level.song_filename, song_hash, difficulty, *rows.T.copy(), tempo)
+
+
+def chunk_sequence(item: _Item, lo: int, hi: int, start_tick: int, chunk_ticks: int, grid: np.ndarray) -> np.ndarray:
+    """The note tokens of an item's objects lo..hi-1 in the chunk that starts at start_tick: walls cut at the
+    chunk's end (dropped when that leaves less than MIN_WALL_TICKS), chains and arcs kept only with both
+    ends inside it."""
+    ticks, types, extra = item.ticks[lo:hi] - start_tick, item.types[lo:hi], item.extra[lo:hi]
+    walls, chains, arcs = ((types >= r.start) & (types < r.stop) for r in (WALL, CHAIN, ARC))
+    lengths = np.where(walls, np.minimum(extra, chunk_ticks - ticks), extra)  # [objects] ticks
+    keep = (
+        ~(walls & (lengths < MIN_WALL_TICKS)) & ~(chains & (ticks + extra >= chunk_ticks)) & ~(arcs & (ticks < extra))
+    )
+    length_tokens = np.where(walls | chains, LENGTH.start + lengths - 1, -1)
+    return note_sequence(ticks[keep], types[keep], grid, length_tokens[keep])
 
 
 @dataclass(frozen=True)
@@ -627,8 +1008,8 @@ class BeatDataset(torch.utils.data.Dataset):
                 first, end = self._span(item, start)
                 lo, hi = self._notes_span(item, start)
                 markers = len(self._markers(item, start, end - first).ticks)
-                # audio codes, markers, then at most one time token per marker and per note, and the types
-                if FIXED_TOKENS + 2 * (end - first) + 2 * markers + 2 * (hi - lo) > self.rules.max_seq_length:
+                # audio codes, markers, then at most one time token per marker and per object, its type and length
+                if FIXED_TOKENS + 2 * (end - first) + 2 * markers + 3 * (hi - lo) > self.rules.max_seq_length:
                     too_long += 1
                 else:
                     (with_notes if hi > lo else empty).append((index, start))
@@ -644,6 +1025,14 @@ class BeatDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.chunks)
 
+    def object_counts(self) -> dict[str, int]:
+        """{kind: objects of that kind} over the dataset's difficulties (each difficulty once)."""
+        types = np.concatenate([item.types for item in self.items]) if self.items else np.zeros(0, np.int64)
+        return {
+            name: int(np.count_nonzero((types >= TOKEN_RANGES[name].start) & (types < TOKEN_RANGES[name].stop)))
+            for name in KIND_NAMES
+        }
+
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
         index, start = self.chunks[i]
         item = self.items[index]
@@ -653,7 +1042,7 @@ class BeatDataset(torch.utils.data.Dataset):
         codes = chunk_codes(_mapped_codes(self.cache.path(item.song_hash)), first, end, self.silence)
         markers = self._markers(item, start, end - first)
         # notes: the marker grid walked tick by tick, ticks counted from the chunk's first beat
-        notes = note_sequence(item.ticks[lo:hi] - start * PPQ, item.types[lo:hi], markers.ticks)
+        notes = chunk_sequence(item, lo, hi, start * PPQ, self.rules.chunk_beats * PPQ, markers.ticks)
         prompt = prompt_tokens(codes, item.difficulty, markers)
         return {"input_ids": np.concatenate([prompt, notes, [EOS]]).astype(np.int64)}
 
@@ -698,15 +1087,17 @@ def precache(dataset: BeatDataset) -> dict[str, int]:
 def audio_masking_collator(batch: list[dict]) -> dict[str, torch.Tensor]:
     """[{input_ids: [n_i]}] -> input_ids, attention_mask, labels: [batch, longest].
 
-    Padding is PAD with attention 0; labels are the input ids on note tokens (time and
-    type) after NOTES_START and EOS, -100 everywhere else: audio, its time markers,
+    Padding is PAD with attention 0; labels are the input ids on note tokens (time, type
+    and length) after NOTES_START and EOS, -100 everywhere else: audio, its time markers,
     specials, difficulty and padding.
     """
     ids = [torch.as_tensor(b["input_ids"], dtype=torch.long) for b in batch]
     input_ids = torch.nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=PAD)
     lengths = torch.tensor([len(i) for i in ids])
     attention_mask = (torch.arange(input_ids.shape[1]) < lengths[:, None]).long()
-    is_note = (input_ids >= TIME.start) & (input_ids < TIME.stop) | (input_ids >= NOTE.start) & (input_ids < NOTE.stop)
+    is_note = torch.zeros_like(input_ids, dtype=torch.bool)  # [batch, longest]: time, type and length tokens
+    for row in LEVEL_RANGES:
+        is_note |= (input_ids >= row.start) & (input_ids < row.stop)
     in_notes = torch.cumsum(input_ids == NOTES_START, dim=1) > 0  # [batch, longest]: from NOTES_START on
     labels = torch.where((is_note & in_notes | (input_ids == EOS)) & attention_mask.bool(), input_ids, -100)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}

@@ -7,8 +7,9 @@ The song's tempo and first beat are estimated (or given with --bpm/--offset); si
 prepended so that beat 0 sits on the song's beat grid, as mappers do. The song is cut
 into the checkpoint's chunk_beats windows exactly as training cut them; every window is
 prefilled and decoded in batches with the KV cache under the note grammar
-(data.NoteGrammar); notes go back to absolute beats, pass the playability repairs and
-are packaged as a level zip (or folder) Beat Saber loads as is.
+(data.NoteGrammar), with the object kinds the switches leave on; notes, bombs, walls, arcs
+and chains go back to absolute beats, pass the playability repairs and are packaged as a
+level zip (or folder) Beat Saber loads as is.
 """
 
 from __future__ import annotations
@@ -43,25 +44,29 @@ from audio import (
     truncation,
 )
 from data import (
+    BOMBS_AND_WALLS_PER_BEAT,
     DIFFICULTIES,
     EOS,
+    KIND_NAMES,
     MARKER_TICKS,
+    NOTES_ONLY_VERSIONS,
     PAD,
     PEAK_NOTES_PER_BEAT,
     PPQ,
     TOKEN_SPACE_VERSION,
     VOCAB_SIZE,
-    ChunkNote,
+    ChunkObject,
     NoteGrammar,
     generated_notes,
+    placed_objects,
     prompt_tokens,
     window_codes,
 )
 from levels.lightshow import LIGHT_MODES
 from levels.package import OUTPUT_RATE, LevelInfo, cover_from_image, level_package, write_level
-from levels.playability import REPAIRS, repair
+from levels.playability import OBJECT_REPAIRS, REPAIRS, repair_objects
 from levels.preview import preview_path, preview_png
-from maps import BEAT_TEMPO_TOLERANCE, HelpFormatter, Note, TempoMap, atomic_file
+from maps import BEAT_TEMPO_TOLERANCE, HelpFormatter, Objects, TempoMap, atomic_file
 
 EXIT_USAGE = 2
 STARTER_DIR = "output/starter"  # where train.py --starter saves the offline starter model
@@ -74,6 +79,15 @@ DEFAULT_PORT = 8765
 DEFAULT_TEMPERATURE, DEFAULT_TOP_P = 0.8, 0.95
 DECODE_ATTENTION = "sdpa_grouped_decode"  # see grouped_decode_attention
 MEMORY_SHARE = 0.6  # of the free RAM (or GPU memory) that a batch's KV caches and activations may take
+
+
+# the switches for the kinds beside colour notes: --bombs/--no-bombs ...
+SWITCHES = {
+    "bomb": "bombs to dodge",
+    "wall": "walls to dodge or duck (spans of time over lanes)",
+    "arc": "arcs: curves joining a note to its colour's next",
+    "chain": "chains: a note that splits into slices along its cut",
+}
 
 
 class UsageError(Exception):
@@ -167,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
         "difficulty, about human maps' busiest beats: "
         + ", ".join(f"{name} {cap}" for name, cap in PEAK_NOTES_PER_BEAT.items()),
     )
+    for kind, what in SWITCHES.items():
+        parser.add_argument(
+            f"--{kind}s",
+            action=argparse.BooleanOptionalAction,
+            help=f"{what} (default: on when the model learned them, i.e. its training maps held some; off, the "
+            "grammar never writes one)",
+        )
     parser.add_argument(
         "--lights",
         choices=LIGHT_MODES,
@@ -325,12 +346,37 @@ def model_info(path: str) -> dict:
         info = json.loads(info_path.read_text())
     except (OSError, ValueError) as e:
         raise UsageError(f"{info_path}: unreadable ({e})") from None
-    if info.get("token_space_version") != TOKEN_SPACE_VERSION:
+    if info.get("token_space_version") not in (TOKEN_SPACE_VERSION, *NOTES_ONLY_VERSIONS):
         raise UsageError(
             f"{path}: token space version {info.get('token_space_version')} but this infer.py speaks "
             f"{TOKEN_SPACE_VERSION}: retrain, or use the infer.py of that checkpoint's version"
         )
     return info
+
+
+def learned_kinds(info: dict) -> list[str]:
+    """The object kinds a model can write: colour notes, and each other kind its training maps held."""
+    if info.get("token_space_version") in NOTES_ONLY_VERSIONS:
+        return ["note"]
+    counts = info.get("data", {}).get("objects", {})
+    return [kind for kind in KIND_NAMES if kind == "note" or counts.get(kind, 0) > 0]
+
+
+def chosen_kinds(args: argparse.Namespace, info: dict) -> list[str]:
+    """The kinds to write: what the model learned, each switch given turning its kind on or off; a kind
+    switched on that the model never learned is a UsageError."""
+    learned = learned_kinds(info)
+    kinds = ["note"]
+    for kind in SWITCHES:
+        wanted = getattr(args, f"{kind}s", None)
+        if wanted and kind not in learned:
+            raise UsageError(
+                f"{args.model}: this model never saw {kind}s in training (token space "
+                f"{info.get('token_space_version')}); leave --{kind}s out or retrain on maps that hold them"
+            )
+        if wanted or (wanted is None and kind in learned):
+            kinds.append(kind)
+    return kinds
 
 
 def load_checkpoint(path: str, device: torch.device, dtype: str):
@@ -538,7 +584,7 @@ def song_windows(
     return windows
 
 
-def level_notes(
+def level_objects(
     model,
     windows: list[Window],
     info: dict,
@@ -547,12 +593,13 @@ def level_notes(
     max_notes_per_beat: float | None = None,
     song_beats: float = math.inf,
     report: Report | None = None,
-) -> tuple[dict[str, list[Note]], dict[str, float]]:
-    """Every window decoded -> ({difficulty: notes before song_beats}, seconds of prefill and of decoding).
-    Windows go in batches of similar length that fit in memory."""
+    kinds: Sequence[str] = ("note",),
+) -> tuple[dict[str, Objects], dict[str, float]]:
+    """Every window decoded -> ({difficulty: objects starting before song_beats}, seconds of prefill and of
+    decoding). Windows go in batches of similar length that fit in memory."""
     chunk_beats = info["chunk_beats"]
     windows = sorted(windows, key=lambda w: len(w.prompt))  # similar lengths share a batch: little padding
-    steps = decode_budget(chunk_beats, max(beat_caps([w.difficulty for w in windows], max_notes_per_beat)))
+    steps = decode_budget(chunk_beats, max(beat_caps([w.difficulty for w in windows], max_notes_per_beat)), kinds)
     memory = MEMORY_SHARE * free_bytes(model.device)
 
     def fits(count: int, longest: int) -> bool:
@@ -560,19 +607,24 @@ def level_notes(
 
     plan = batches([len(w.prompt) for w in windows], batch_size, fits)
     padded_tokens = sum(len(part) * len(windows[part[-1]].prompt) for part in plan)  # rows as long as the batch's last
-    notes: dict[str, list[Note]] = {w.difficulty: [] for w in windows}
+    level: dict[str, Objects] = {w.difficulty: Objects() for w in windows}
     progress = Progress(model, padded_tokens, steps * len(plan), report)
     try:
         for part in plan:
             batch = [windows[i] for i in part]
             with progress.batch(len(batch) * len(batch[-1].prompt), steps):
-                chunks = decode(model, batch, chunk_beats, info, sampling, max_notes_per_beat, [progress])
+                chunks = decode(model, batch, chunk_beats, info, sampling, max_notes_per_beat, [progress], kinds)
             for window, chunk in zip(batch, chunks):
-                placed = (note.placed(window.start) for note in chunk)
-                notes[window.difficulty] += [note for note in placed if note.beat < song_beats]  # none in the padding
+                placed, into = placed_objects(chunk, window.start), level[window.difficulty]
+                # none in the padding past the song's end
+                into.notes += [n for n in placed.notes if n.beat < song_beats]
+                into.bombs += [b for b in placed.bombs if b.beat < song_beats]
+                into.obstacles += [o for o in placed.obstacles if o.beat < song_beats]
+                into.arcs += [a for a in placed.arcs if a.tail.beat < song_beats]
+                into.chains += [c for c in placed.chains if c.tail_beat < song_beats]
     finally:
         progress.close()
-    return notes, progress.seconds
+    return level, progress.seconds
 
 
 def beat_caps(difficulties: list[str], max_notes_per_beat: float | None = None) -> list[float]:
@@ -580,10 +632,14 @@ def beat_caps(difficulties: list[str], max_notes_per_beat: float | None = None) 
     return [max_notes_per_beat or PEAK_NOTES_PER_BEAT[name] for name in difficulties]
 
 
-def decode_budget(chunk_beats: int, max_notes_per_beat: float) -> int:
-    """Tokens a window decodes at most: the grid's time tokens, a type and at most one more time token per
-    note, and EOS."""
-    return math.ceil((len(MARKER_TICKS) + 2 * math.floor(max_notes_per_beat)) * chunk_beats) + 1
+def decode_budget(chunk_beats: int, max_notes_per_beat: float, kinds: Sequence[str] = ("note",)) -> int:
+    """Tokens a window decodes at most: the grid's time tokens; per note a time token, its type, and an arc
+    (one token) and a chain (type and length) where those are on; per bomb or wall a time token, its type
+    and a wall's length; and EOS."""
+    per_note = 2 + ("arc" in kinds) + 2 * ("chain" in kinds)
+    others = 3 * BOMBS_AND_WALLS_PER_BEAT if {"bomb", "wall"} & set(kinds) else 0
+    per_beat = len(MARKER_TICKS) + per_note * math.floor(max_notes_per_beat) + others
+    return math.ceil(per_beat * chunk_beats) + 1
 
 
 @torch.inference_mode()
@@ -595,9 +651,11 @@ def decode(
     sampling: dict,
     max_notes_per_beat: float | None = None,
     watchers: Sequence = (),
-) -> list[list[ChunkNote]]:
-    """Prefill a batch of prompts (left-padded) and decode each under the grammar -> chunk notes per row.
-    watchers: logits processors that only look (Progress), run before the grammar at every step."""
+    kinds: Sequence[str] = ("note",),
+) -> list[list[ChunkObject]]:
+    """Prefill a batch of prompts (left-padded) and decode each under the grammar, writing the object kinds
+    given -> chunk objects per row. watchers: logits processors that only look (Progress), run before the
+    grammar at every step."""
     length = max(len(w.prompt) for w in batch)
     # input_ids, attention_mask: [rows, length], PAD with attention 0 on the left
     input_ids = torch.full((len(batch), length), PAD, dtype=torch.long)
@@ -606,8 +664,8 @@ def decode(
         input_ids[r, length - len(window.prompt) :] = torch.from_numpy(np.asarray(window.prompt))
         attention_mask[r, length - len(window.prompt) :] = 1
     caps = beat_caps([w.difficulty for w in batch], max_notes_per_beat)  # per row: notes in one beat
-    budget = min(decode_budget(chunk_beats, max(caps)), info.get("max_seq_length", 1 << 30) - length)
-    grammar = NoteGrammar(length, [w.ticks for w in batch], caps)
+    budget = min(decode_budget(chunk_beats, max(caps), kinds), info.get("max_seq_length", 1 << 30) - length)
+    grammar = NoteGrammar(length, [w.ticks for w in batch], caps, kinds)
     output = model.generate(
         input_ids=input_ids.to(model.device),
         attention_mask=attention_mask.to(model.device),
@@ -710,17 +768,21 @@ def song_codes(tokenizer: AudioTokenizer, mono: np.ndarray, report: Report = sil
     return tokenizer.encode(at_rate[None], lambda done, total: report("encodec", done, total))
 
 
-def repaired_notes(notes: dict[str, list[Note]], tempo: TempoMap, max_notes_per_beat: float | None) -> dict:
-    """Each difficulty's notes through the repair pass, with a line each on what it changed."""
+def repaired_level(level: dict[str, Objects], tempo: TempoMap, max_notes_per_beat: float | None) -> dict:
+    """Each difficulty's objects through the repair pass, with a line each on what it holds and what the
+    repairs changed (those that changed something, for the other kinds)."""
     kept = {}
-    for name, chosen in notes.items():
-        kept[name], repairs = repair(chosen, tempo, beat_caps([name], max_notes_per_beat)[0])
-        done = ", ".join(f"{repairs[kind]} {kind}" for kind in REPAIRS)
-        print(f"{name}: {len(kept[name])} notes ({done})")
+    for name, chosen in level.items():
+        kept[name], repairs = repair_objects(chosen, tempo, beat_caps([name], max_notes_per_beat)[0])
+        held = ", ".join(f"{count} {kind}" for kind, count in kept[name].counts().items() if count or kind == "notes")
+        done = [f"{repairs[kind]} {kind}" for kind in REPAIRS] + [
+            f"{repairs[kind]} {kind}" for kind in OBJECT_REPAIRS if repairs[kind]
+        ]
+        print(f"{name}: {held} ({', '.join(done)})")
     return kept
 
 
-def level_info(args: argparse.Namespace, info: dict, tempo: Tempo) -> LevelInfo:
+def level_info(args: argparse.Namespace, info: dict, tempo: Tempo, kinds: Sequence[str] = ("note",)) -> LevelInfo:
     """What the level says of itself: the song's tags (or the flags), the cover, and what made it."""
     title, artist = song_tags(args.song)
     try:
@@ -738,14 +800,15 @@ def level_info(args: argparse.Namespace, info: dict, tempo: Tempo) -> LevelInfo:
         "topP": args.top_p,
         "tempo": tempo.tracker,
         "lights": args.lights,
+        "objects": list(kinds),
     }
     name = args.song_name or title or Path(args.song).stem
     return LevelInfo(name, args.song_author or artist, cover, lights=args.lights, seed=args.seed, generator=generator)
 
 
-def write_preview(path: Path, notes: dict[str, list[Note]], tempo: TempoMap, mono: np.ndarray, title: str) -> Path:
+def write_preview(path: Path, level: dict[str, Objects], tempo: TempoMap, mono: np.ndarray, title: str) -> Path:
     """The level's preview PNG beside it (mono: [n] float at OUTPUT_RATE, beat 0 at sample 0)."""
-    png = preview_png(notes, tempo, soxr.resample(mono, OUTPUT_RATE, ONSET_RATE), ONSET_RATE, title=title)
+    png = preview_png(level, tempo, soxr.resample(mono, OUTPUT_RATE, ONSET_RATE), ONSET_RATE, title=title)
     picture = preview_path(path)
     with atomic_file(picture) as out:
         out.write(png)
@@ -756,7 +819,7 @@ class Mapped(NamedTuple):
     """A level written by map_song, and what the web page shows of it."""
 
     path: Path  # the level zip or folder
-    notes: dict[str, list[Note]]  # difficulty -> notes after repair, beats from the padded song's first sample
+    objects: dict[str, Objects]  # difficulty -> objects after repair, beats from the padded song's first sample
     beats: TempoMap  # beat 0 at the padded song's first sample
     tempo: Tempo  # as found (or given) on the song as uploaded
     preview: Path | None  # the PNG, with --preview
@@ -768,7 +831,7 @@ def map_song(args: argparse.Namespace, report: Report = silent, models: dict | N
     loaded models (a server's, across songs) by the arguments that choose them."""
     laps = Laps()
     args.model = args.model or default_model()
-    model_info(args.model)  # a missing or foreign model fails before any audio work
+    kinds = chosen_kinds(args, model_info(args.model))  # a missing or foreign model, a wrong switch: before any audio
     report("song and tempo", 0, 1)
     song = read_song(args.song)  # [n, channels] at 44.1 kHz
     tempo = song_tempo(args, song.mean(axis=1))
@@ -791,23 +854,23 @@ def map_song(args: argparse.Namespace, report: Report = silent, models: dict | N
     windows = song_windows(codes, tokenizer.silence_codes(), beats, args.difficulty, info["chunk_beats"], frame_rate)
     sampling = sampling_options(args.temperature, args.top_p, args.compile)
     song_beats = beats.beat_at(len(codes) / frame_rate)
-    notes, decoding = level_notes(
-        model, windows, info, sampling, args.batch_size, args.max_notes_per_beat, song_beats, report
+    level, decoding = level_objects(
+        model, windows, info, sampling, args.batch_size, args.max_notes_per_beat, song_beats, report, kinds
     )
     laps.lap("windows")
     laps.seconds |= decoding
     laps.seconds["other"] = laps.seconds.pop("windows") - sum(decoding.values())  # batching, grammar set-up, collection
     report("level", 0, 1)
-    notes = repaired_notes(notes, beats, args.max_notes_per_beat)
-    about = level_info(args, info, tempo)
-    path = write_level(output_path(args), level_package(notes, beats, padded, about))
+    level = repaired_level(level, beats, args.max_notes_per_beat)
+    about = level_info(args, info, tempo, kinds)
+    path = write_level(output_path(args), level_package(level, beats, padded, about))
     print(f"wrote {path} (generated: declare it as AI-made when you upload it)")
-    preview = write_preview(path, notes, beats, mono, about.song_name) if args.preview else None
+    preview = write_preview(path, level, beats, mono, about.song_name) if args.preview else None
     if preview:
         print(f"wrote {preview}")
     laps.lap("level")
     laps.seconds["other"] += laps.seconds.pop("level")
-    return Mapped(path, notes, beats, tempo, preview, laps)
+    return Mapped(path, level, beats, tempo, preview, laps)
 
 
 def run(args: argparse.Namespace) -> int:

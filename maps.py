@@ -40,6 +40,10 @@ DIRECTIONS = 9  # 0 up, 1 down, 2 left, 3 right, 4 up-left, 5 up-right, 6 down-l
 DOT = 8
 PPQ = 48  # ticks per beat: the grid every note time is snapped to (the token space's time resolution)
 UP, DOWN, LEFT, RIGHT, UP_LEFT, UP_RIGHT, DOWN_LEFT, DOWN_RIGHT = range(DOT)  # cut directions before the dot
+# (x right, y up): the cell step of a swing in each cut direction. A chain's tail lies along it from its head;
+# the hand that cuts a note goes on through the next cell along it
+CUT_STEP = {UP: (0, 1), DOWN: (0, -1), LEFT: (-1, 0), RIGHT: (1, 0)}
+CUT_STEP |= {UP_LEFT: (-1, 1), UP_RIGHT: (1, 1), DOWN_LEFT: (-1, -1), DOWN_RIGHT: (1, -1)}
 DIFFICULTY_RANKS = {"Easy": 1, "Normal": 3, "Hard": 5, "Expert": 7, "ExpertPlus": 9}
 BLOCKING_MODS = ("Noodle Extensions", "Mapping Extensions")
 # per-note customData keys that move or fake a note (Noodle Extensions), v2 and v3 spellings
@@ -73,9 +77,13 @@ class Note(msgspec.Struct, frozen=True, order=True):
 
 class Arc(NamedTuple):
     # head and tail are where the arc starts and ends, each with its own cut direction;
-    # both carry the arc's colour
+    # both carry the arc's colour. The multipliers scale the curve's control points; anchor is the
+    # mid-anchor mode (0 straight, 1 clockwise, 2 counter-clockwise)
     head: Note
     tail: Note
+    head_multiplier: float = 1.0
+    tail_multiplier: float = 1.0
+    anchor: int = 0
 
 
 class Chain(NamedTuple):
@@ -136,6 +144,30 @@ class Lightshow(NamedTuple):
 
 
 @dataclass
+class Objects:
+    """What a player meets in one difficulty, beats from the song's beat 0."""
+
+    notes: list[Note] = field(default_factory=list)
+    bombs: list[Bomb] = field(default_factory=list)
+    obstacles: list[Obstacle] = field(default_factory=list)
+    arcs: list[Arc] = field(default_factory=list)
+    chains: list[Chain] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        """{kind: how many}: notes, bombs, walls, arcs, chains."""
+        return dict(zip(OBJECT_NAMES, map(len, (self.notes, self.bombs, self.obstacles, self.arcs, self.chains))))
+
+
+OBJECT_NAMES = ("notes", "bombs", "walls", "arcs", "chains")
+
+
+def along_cut(direction: int, dx: int, dy: int) -> bool:
+    """Whether a step of (dx, dy) cells goes the way of this cut direction (never for a dot or no step)."""
+    step = CUT_STEP.get(direction)
+    return step is not None and (dx, dy) != (0, 0) and (np.sign(dx), np.sign(dy)) == step
+
+
+@dataclass
 class Difficulty:
     characteristic: str
     difficulty: str
@@ -158,6 +190,31 @@ class Difficulty:
     @property
     def off_grid(self) -> int:
         return sum(not on_grid(n) for n in self.notes)
+
+    @property
+    def objects(self) -> Objects:
+        return Objects(self.notes, self.bombs, self.obstacles, self.arcs, self.chains)
+
+
+def standard_difficulty(
+    name: str, objects: Objects, njs: float, bpm_events: list[BpmEvent] | None = None
+) -> Difficulty:
+    """A Standard difficulty holding these objects, written as NAMEStandard.dat in v3.3.0."""
+    o = objects
+    events = bpm_events or []
+    return Difficulty(
+        "Standard",
+        name,
+        f"{name}Standard.dat",
+        "3.3.0",
+        o.notes,
+        o.bombs,
+        o.obstacles,
+        o.arcs,
+        o.chains,
+        njs=njs,
+        bpm_events=events,
+    )
 
 
 @dataclass
@@ -207,7 +264,7 @@ def plain_notes(diff: Difficulty) -> list[Note]:
     """
     notes = [n for n in diff.notes if on_grid(n)]
     taken = {slot(n) for n in notes}
-    extra = [c.head for c in diff.chains] + [end for a in diff.arcs for end in a]
+    extra = [c.head for c in diff.chains] + [end for a in diff.arcs for end in (a.head, a.tail)]
     for note in extra:
         if on_grid(note) and slot(note) not in taken:
             notes.append(note)
@@ -760,6 +817,9 @@ class _V2Arc(msgspec.Struct):
     tail_x: int = _key("_tailLineIndex")
     tail_y: int = _key("_tailLineLayer")
     tail_direction: int = _key("_tailCutDirection")
+    multiplier: float = _key("_headControlPointLengthMultiplier", 1.0)
+    tail_multiplier: float = _key("_tailControlPointLengthMultiplier", 1.0)
+    anchor: int = _key("_sliderMidAnchorMode", 0)
 
 
 class _V2Tempo(msgspec.Struct):
@@ -790,6 +850,9 @@ class _V3Arc(_Note):
     tx: int = 0
     ty: int = 0
     tc: int = 0  # tail cut direction
+    mu: float = 1.0  # head and tail control point multipliers
+    tmu: float = 1.0
+    m: int = 0  # mid-anchor mode
 
 
 class _V3Chain(_Note):
@@ -814,6 +877,13 @@ class _V4Arc(msgspec.Struct):
     tb: float = 0
     hi: int = 0  # head and tail: indices into colorNotesData
     ti: int = 0
+    ai: int = -1  # index into arcsData
+
+
+class _V4ArcData(msgspec.Struct):
+    m: float = 1.0  # head and tail control point multipliers
+    tm: float = 1.0
+    a: int = 0  # mid-anchor mode
 
 
 class _V4Chain(msgspec.Struct):
@@ -838,6 +908,7 @@ class _V4Content(msgspec.Struct):
     obstaclesData: list[_Obstacle] | None = None
     colorNotesData: list[_Note] | None = None
     arcs: list[_V4Arc] | None = None
+    arcsData: list[_V4ArcData] | None = None
     chains: list[_V4Chain] | None = None
     chainsData: list[_V4ChainData] | None = None
 
@@ -870,6 +941,9 @@ def _fill_v2(diff: Difficulty, doc: _DifficultyFile) -> list[float]:
         Arc(
             Note(a.beat, a.x, a.y, a.color, a.direction),
             Note(a.tail_beat, a.tail_x, a.tail_y, a.color, a.tail_direction),
+            a.multiplier,
+            a.tail_multiplier,
+            a.anchor,
         )
         for a in doc.v2_arcs or ()
     ]
@@ -885,7 +959,10 @@ def _fill_v3(diff: Difficulty, doc: _DifficultyFile) -> list[float]:
     diff.notes = [Note(n.b, n.x, n.y, n.c, n.d) for n in colour]
     diff.bombs = [Bomb(b.b, b.x, b.y) for b in doc.bombNotes or ()]
     diff.obstacles = [Obstacle(o.b, o.d, o.x, o.y, o.w, o.h) for o in doc.obstacles or ()]
-    diff.arcs = [Arc(Note(a.b, a.x, a.y, a.c, a.d), Note(a.tb, a.tx, a.ty, a.c, a.tc)) for a in doc.sliders or ()]
+    diff.arcs = [
+        Arc(Note(a.b, a.x, a.y, a.c, a.d), Note(a.tb, a.tx, a.ty, a.c, a.tc), a.mu, a.tmu, a.m)
+        for a in doc.sliders or ()
+    ]
     diff.chains = [Chain(Note(c.b, c.x, c.y, c.c, c.d), c.tb, c.tx, c.ty, c.sc, c.s) for c in doc.burstSliders or ()]
     diff.noodle_data = bool(doc.customData and doc.customData.fakeColorNotes)
     diff.bpm_events = [BpmEvent(e.b, e.m) for e in doc.bpmEvents or ()]
@@ -906,9 +983,11 @@ def _fill_v4(diff: Difficulty, doc: _DifficultyFile) -> list[float]:
     bomb_props, wall_props = content.bombNotesData or [], content.obstaclesData or []
     diff.bombs = [Bomb(b.b, bomb_props[b.i].x, bomb_props[b.i].y) for b in content.bombNotes or ()]
     diff.obstacles = [Obstacle(o.b, (p := wall_props[o.i]).d, p.x, p.y, p.w, p.h) for o in content.obstacles or ()]
+    arc_props = content.arcsData or []
     for a in content.arcs or ():
         head, tail = note_at(a.hb, a.hi), props[a.ti]
-        diff.arcs.append(Arc(head, Note(a.tb, tail.x, tail.y, head.color, tail.d)))
+        shape = arc_props[a.ai] if 0 <= a.ai < len(arc_props) else _V4ArcData()
+        diff.arcs.append(Arc(head, Note(a.tb, tail.x, tail.y, head.color, tail.d), shape.m, shape.tm, shape.a))
     for c in content.chains or ():
         p = chain_props[c.ci]
         diff.chains.append(Chain(note_at(c.hb, c.i), c.tb, p.tx, p.ty, p.c, p.s))
@@ -951,20 +1030,54 @@ def _dumps(doc: dict) -> bytes:
 
 
 def difficulty_json(
-    notes: Iterable[Note], lights: Lightshow | None = None, bpm_events: Iterable[BpmEvent] = ()
+    objects: Objects | Iterable[Note], lights: Lightshow | None = None, bpm_events: Iterable[BpmEvent] = ()
 ) -> bytes:
-    """A v3.3.0 difficulty file holding these colour notes (sorted by beat), the lightshow's basic and
-    colour boost events (sorted by beat) if given, the tempo events if any, and nothing else."""
-    color_notes = [{"b": n.beat, "x": n.x, "y": n.y, "c": n.color, "d": n.direction, "a": 0} for n in sorted(notes)]
+    """A v3.3.0 difficulty file holding these objects (or just these colour notes), each kind sorted by beat,
+    the lightshow's basic and colour boost events (sorted by beat) if given, the tempo events if any, and
+    nothing else. Arcs and chains carry their ends' own cells and directions."""
+    objects = objects if isinstance(objects, Objects) else Objects(list(objects))
+    color_notes = [
+        {"b": n.beat, "x": n.x, "y": n.y, "c": n.color, "d": n.direction, "a": 0} for n in sorted(objects.notes)
+    ]
+    bombs = [{"b": b.beat, "x": b.x, "y": b.y} for b in sorted(objects.bombs)]
+    walls = [
+        {"b": o.beat, "d": o.duration, "x": o.x, "y": o.y, "w": o.width, "h": o.height}
+        for o in sorted(objects.obstacles)
+    ]
+    arcs = [
+        {
+            "c": a.head.color,
+            "b": a.head.beat,
+            "x": a.head.x,
+            "y": a.head.y,
+            "d": a.head.direction,
+            "mu": a.head_multiplier,
+        }
+        | {
+            "tb": a.tail.beat,
+            "tx": a.tail.x,
+            "ty": a.tail.y,
+            "tc": a.tail.direction,
+            "tmu": a.tail_multiplier,
+            "m": a.anchor,
+        }
+        for a in sorted(objects.arcs)
+    ]
+    chains = [
+        {"c": c.head.color, "b": c.head.beat, "x": c.head.x, "y": c.head.y, "d": c.head.direction}
+        | {"tb": c.tail_beat, "tx": c.tail_x, "ty": c.tail_y, "sc": c.slices, "s": c.squish}
+        for c in sorted(objects.chains)
+    ]
     lights = lights or Lightshow([], [])
     basic = [{"b": e.beat, "et": e.type, "i": e.value, "f": e.brightness} for e in sorted(lights.lights)]
     boosts = [{"b": e.beat, "o": e.on} for e in sorted(lights.boosts)]
     empty_lists = (
-        "rotationEvents bombNotes obstacles sliders burstSliders waypoints "
+        "rotationEvents waypoints "
         "lightColorEventBoxGroups lightRotationEventBoxGroups lightTranslationEventBoxGroups vfxEventBoxGroups"
     ).split()
     tempos = [{"b": e.beat, "m": e.bpm} for e in sorted(bpm_events)]
-    doc = {"version": "3.3.0", "bpmEvents": tempos, "colorNotes": color_notes, **{k: [] for k in empty_lists}}
+    doc = {"version": "3.3.0", "bpmEvents": tempos, "colorNotes": color_notes, "bombNotes": bombs, "obstacles": walls}
+    doc |= {"sliders": arcs, "burstSliders": chains, **{k: [] for k in empty_lists}}
     doc |= {"basicBeatmapEvents": basic, "colorBoostBeatmapEvents": boosts}
     doc |= {
         "_fxEventsCollection": {"_fl": [], "_il": []},
@@ -1017,7 +1130,7 @@ def level_files(level: Level, lights: Mapping[str, Lightshow] | None = None) -> 
     """{file name: bytes} of the level's JSON: Info.dat + one v3.3.0 file per difficulty, with that
     difficulty's lightshow where `lights` ({difficulty name: lightshow}) has one."""
     lights = lights or {}
-    files = {d.filename: difficulty_json(d.notes, lights.get(d.difficulty), d.bpm_events) for d in level.difficulties}
+    files = {d.filename: difficulty_json(d.objects, lights.get(d.difficulty), d.bpm_events) for d in level.difficulties}
     return {"Info.dat": info_json(level)} | files
 
 

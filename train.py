@@ -69,6 +69,7 @@ from data import (  # noqa: E402
     audio_token_ids,
     build_tokenizer,
     generated_notes,
+    placed_objects,
 )
 from infer import STARTER_DIR  # noqa: E402
 from maps import HelpFormatter, MapError, TempoMap, ZippedBeatSaberDataset, atomic_file, with_user_modes  # noqa: E402
@@ -492,6 +493,8 @@ def build_datasets(args: argparse.Namespace, main: bool = True) -> tuple[BeatDat
             "chunks": sum(d.tempo_changes[1] for d in (train, val) if d),
         },
         "skipped": dict(sum((d.skipped for d in (train, val) if d), Counter())),
+        # objects of each kind in the training difficulties: infer.py writes the kinds seen here by default
+        "objects": train.object_counts(),
     }
     return train, val, {"codec": codec, "data": summary}
 
@@ -609,7 +612,7 @@ def map_quality(model, val: BeatDataset, count: int, seed: int = 0) -> dict[str,
     model.train(was_training)
     f1, notes, true_notes, errors, swings = [], 0, 0, 0, 0
     for chunk, truth, tempo in zip(generated, truths, tempi):
-        ours, true = ([note.placed(0) for note in part] for part in (chunk, truth))
+        ours, true = (placed_objects(part, 0).notes for part in (chunk, truth))
         card = scorecard(ours, tempo, reference=true, chunk_beats=val.rules.chunk_beats)  # the one scorecard, 40 ms
         f1.append(card["timing_f1"])
         notes, true_notes = notes + len(ours), true_notes + len(true)

@@ -1,10 +1,14 @@
-"""Where the hands go: notes for a list of hit beats, as the corpora (synthetic and real) place them."""
+"""Where the hands go, and what they dodge: notes for a list of hit beats, and the walls, bombs, arcs and
+chains around them, as the corpora (synthetic and real) place them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import numpy as np
 
-from maps import BEATS_PER_BAR, DOWN, UP, Note
+from levels.playability import bomb_clear
+from maps import BEATS_PER_BAR, DOWN, UP, Arc, Bomb, Chain, Note, Obstacle
 
 RED_COLUMNS, BLUE_COLUMNS = (0, 1), (2, 3)  # the left hand's columns, the right hand's
 
@@ -24,3 +28,42 @@ def notes_on(beats: list[float], expert: bool, rng: np.random.Generator) -> list
             notes.append(Note(float(beat), x, y, color, direction))
         hand = 1 - hands[-1]
     return notes
+
+
+def rest_walls(bars: Iterable[int]) -> list[Obstacle]:
+    """A full-height wall through each bar of rests: over the left lane on the even bars of a run of rest
+    bars, over the right lane on the odd ones."""
+    walls, run = [], 0
+    bars = sorted(bars)
+    for i, bar in enumerate(bars):
+        run = run + 1 if i and bars[i - 1] == bar - 1 else 0
+        walls.append(Obstacle(float(bar * BEATS_PER_BAR), BEATS_PER_BAR, 0 if run % 2 == 0 else 3, 0, 1, 5))
+    return walls
+
+
+def duck_wall(bar: int) -> Obstacle:
+    """A wall over the top row (where notes_on never puts a note) for the first half of the bar: the player ducks."""
+    return Obstacle(float(bar * BEATS_PER_BAR), BEATS_PER_BAR / 2, 0, 2, 4, 3)
+
+
+def bombs_on(beats: Iterable[float], notes: list[Note], walls: list[Obstacle]) -> list[Bomb]:
+    """A bomb in the top row's middle (the left cell in a bar's first half) on each beat where no hand
+    sweeps and no wall stands (playability.bomb_clear)."""
+    bombs = [Bomb(b, 1 if b % BEATS_PER_BAR < BEATS_PER_BAR / 2 else 2, 2) for b in beats]
+    return [b for b in bombs if bomb_clear(b, notes, walls)]
+
+
+def arcs_where(notes: list[Note], joins: Callable[[Note, Note], bool]) -> list[Arc]:
+    """An arc from each note's colour's previous note to it wherever joins(previous, note)."""
+    arcs, previous = [], {}
+    for note in sorted(notes):
+        head = previous.get(note.color)
+        if head is not None and head.beat < note.beat and joins(head, note):
+            arcs.append(Arc(head, note))
+        previous[note.color] = note
+    return arcs
+
+
+def up_chain(note: Note, beats: float) -> Chain | None:
+    """A chain of 3 slices from an upward note to the top row of its column, `beats` long (None otherwise)."""
+    return Chain(note, note.beat + beats, note.x, 2, 3, 1.0) if note.direction == UP and note.y < 2 else None

@@ -17,7 +17,7 @@ from maps import (
     BEAT_TEMPO_TOLERANCE,
     Difficulty,
     Level,
-    Note,
+    Objects,
     TempoMap,
     atomic_file,
     level_files,
@@ -83,17 +83,17 @@ class LevelInfo:
     generator: dict | None = None  # Info.dat's _customData._generator: what made the level
 
 
-def level_package(notes: dict[str, list[Note]], tempo: TempoMap, song: np.ndarray, info: LevelInfo) -> dict[str, bytes]:
+def level_package(level: dict[str, Objects], tempo: TempoMap, song: np.ndarray, info: LevelInfo) -> dict[str, bytes]:
     """{file name: bytes} of a level Beat Saber loads as is: Info.dat (v2.1.0, DefaultEnvironment, the
-    first tempo as its BPM), one v3.3.0 Standard difficulty file per entry of notes ({difficulty name:
-    notes}) with its lightshow and, where the tempo changes, its v3 bpmEvents; song.egg, cover.jpg.
+    first tempo as its BPM), one v3.3.0 Standard difficulty file per entry of level ({difficulty name:
+    its objects}) with its lightshow and, where the tempo changes, its v3 bpmEvents; song.egg, cover.jpg.
 
     song: [n] or [n, channels] float at OUTPUT_RATE, beat 0 on its first sample. The lights follow the
     first tempo throughout.
     """
     seconds, bpm = len(song) / OUTPUT_RATE, tempo.bpm
     bpm_events = [] if tempo.is_steady else tempo.events(BEAT_TEMPO_TOLERANCE, decimals=4)
-    level = Level(
+    package = Level(
         song_name=info.song_name,
         song_author=info.song_author,
         mapper=info.mapper,
@@ -109,21 +109,28 @@ def level_package(notes: dict[str, list[Note]], tempo: TempoMap, song: np.ndarra
                 name,
                 f"{name}Standard.dat",
                 "3.3.0",
-                notes[name],
+                objects.notes,
+                objects.bombs,
+                objects.obstacles,
+                objects.arcs,
+                objects.chains,
                 bpm_events=bpm_events,
                 njs=NJS[name],
                 njs_offset=NJS_OFFSET,
             )
-            for name in notes
+            for name, objects in level.items()
         ],
         environment=ENVIRONMENT,
         custom_data=generated_custom_data(info.generator) if info.generator is not None else {},
     )
     mono = song.reshape(len(song), -1).mean(axis=1)  # [n]
     loudness = bar_loudness(mono, OUTPUT_RATE, bpm)  # [bars] dB
-    shows = {name: lightshow(notes[name], bpm, loudness, seconds * bpm / 60, info.lights, info.seed) for name in notes}
+    shows = {
+        name: lightshow(objects.notes, bpm, loudness, seconds * bpm / 60, info.lights, info.seed)
+        for name, objects in level.items()
+    }
     cover = info.cover if info.cover is not None else cover_jpeg(info.song_name)
-    return level_files(level, shows) | {"song.egg": ogg_vorbis(song, OUTPUT_RATE), "cover.jpg": cover}
+    return level_files(package, shows) | {"song.egg": ogg_vorbis(song, OUTPUT_RATE), "cover.jpg": cover}
 
 
 def generated_custom_data(generator: dict) -> dict:

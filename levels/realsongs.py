@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from levels.hands import notes_on
+from levels.hands import arcs_where, bombs_on, duck_wall, notes_on, rest_walls, up_chain
 from levels.package import write_zip
-from maps import Difficulty, Level
+from maps import BEATS_PER_BAR, Level, Note, Objects, standard_difficulty
 
 LMMS_PROJECTS = Path("/usr/share/lmms/projects")
 LMMS_TICKS_PER_BEAT = 48  # a quarter note
@@ -41,6 +41,12 @@ DRUM_KINDS = (
 LEAD_DRUMS = ("kick", "snare", "tom")  # the hits that carry notes, as in the synthetic corpus
 MIN_LEAD_SPACING = LMMS_TICKS_PER_BEAT // 4  # Expert keeps no two notes closer than 1/4 beat (no rolls)
 FIRST_NOTE_SECONDS = 1.5  # as infer.py: no note before this much audio
+# the corpus rules' version, in each level's Info.dat (_customData._corpusRules): levels written by older
+# rules get their difficulty files rewritten (the render kept); 2: bombs, walls, arcs and chains
+CORPUS_RULES = 2
+DENSE_BAR_NOTES = 8  # a bar with at least this many Expert notes runs eighths or faster: a duck wall
+ARC_BEATS = (2.0, 4.0)  # a colour's notes this far apart (slow passages) are joined by an arc
+ROLL_TICKS = LMMS_TICKS_PER_BEAT // 4  # lead hits this close after a note make a roll: it heads a chain
 
 
 class ProjectError(Exception):
@@ -159,13 +165,50 @@ def lead_beats(project: Project, expert: bool) -> list[float]:
     return [t / LMMS_TICKS_PER_BEAT for t in ticks if t >= first]
 
 
+def project_objects(project: Project, notes: list[Note], expert_notes: list[Note], expert: bool) -> Objects:
+    """A difficulty's notes and the other objects the project's drums call for (levels.hands):
+    - walls: through each bar without a lead hit between the first and last note (rest_walls), and a duck
+      wall over each bar where the Expert notes run DENSE_BAR_NOTES or more;
+    - bombs: on each bar's first hat on an off-beat half with no lead hit on it, where no hand sweeps;
+    - arcs: a colour's notes ARC_BEATS apart (slow passages) joined;
+    - chains (Expert): an upward note followed by two or more lead hits within ROLL_TICKS (a roll the
+      notes skip) heads a chain through the roll."""
+    lead = np.unique(np.concatenate([project.onsets.get(k, np.zeros(0, np.int64)) for k in LEAD_DRUMS]))
+    objects = Objects(notes)
+    if not notes:
+        return objects
+    bar_ticks = BEATS_PER_BAR * LMMS_TICKS_PER_BEAT
+    busy = set((lead // bar_ticks).tolist())
+    first, last = (int(n.beat // BEATS_PER_BAR) for n in (min(notes), max(notes)))
+    objects.obstacles = rest_walls(bar for bar in range(first, last) if bar not in busy)
+    per_bar = np.bincount([int(n.beat // BEATS_PER_BAR) for n in expert_notes])
+    objects.obstacles += [duck_wall(int(bar)) for bar in np.flatnonzero(per_bar >= DENSE_BAR_NOTES)]
+    hats = project.onsets.get("hat", np.zeros(0, np.int64))
+    offbeat = hats[(hats % LMMS_TICKS_PER_BEAT == LMMS_TICKS_PER_BEAT // 2) & ~np.isin(hats, lead)]
+    firsts = offbeat[np.unique(offbeat // bar_ticks, return_index=True)[1]] if len(offbeat) else offbeat
+    objects.bombs = bombs_on(
+        [t / LMMS_TICKS_PER_BEAT for t in firsts if t / LMMS_TICKS_PER_BEAT >= notes[0].beat], notes, objects.obstacles
+    )
+    objects.arcs = arcs_where(notes, lambda head, tail: ARC_BEATS[0] <= tail.beat - head.beat <= ARC_BEATS[1])
+    if expert:
+        for note in notes:
+            tick = round(note.beat * LMMS_TICKS_PER_BEAT)
+            roll = lead[(lead > tick) & (lead <= tick + ROLL_TICKS)]
+            chain = up_chain(note, (roll[-1] - tick) / LMMS_TICKS_PER_BEAT) if len(roll) >= 2 else None
+            objects.chains += [chain] if chain else []
+    return objects
+
+
 def project_level(project: Project, seed: int = 0) -> Level:
     """A level of the project's song by fixed rules: notes on its lead drum hits (lead_beats), the hands
-    placed as in the synthetic corpus (levels.hands.notes_on); its real tempo in Info.dat."""
+    placed as in the synthetic corpus (levels.hands.notes_on), the other objects by project_objects; its
+    real tempo in Info.dat, the rules' version (CORPUS_RULES) in its _customData."""
     rng = np.random.default_rng([seed, sum(project.name.encode())])
-    normal, expert = (notes_on(lead_beats(project, e), e, rng) for e in (False, True))
-    if len(expert) < 16:
-        raise ProjectError(f"{project.path}: only {len(expert)} drum hits on kicks, snares or toms")
+    normal_notes, expert_notes = (notes_on(lead_beats(project, e), e, rng) for e in (False, True))
+    if len(expert_notes) < 16:
+        raise ProjectError(f"{project.path}: only {len(expert_notes)} drum hits on kicks, snares or toms")
+    normal = project_objects(project, normal_notes, expert_notes, False)
+    expert = project_objects(project, expert_notes, expert_notes, True)
     return Level(
         song_name=project.name,
         song_author="LMMS demo project",
@@ -176,9 +219,10 @@ def project_level(project: Project, seed: int = 0) -> Level:
         preview_duration=10,
         info_version="2.1.0",
         difficulties=[
-            Difficulty("Standard", "Normal", "NormalStandard.dat", "3.3.0", normal, njs=10),
-            Difficulty("Standard", "Expert", "ExpertStandard.dat", "3.3.0", expert, njs=16),
+            standard_difficulty("Normal", normal, 10),
+            standard_difficulty("Expert", expert, 16),
         ],
+        custom_data={"_corpusRules": CORPUS_RULES},
     )
 
 

@@ -12,14 +12,27 @@ import numpy as np
 
 from audio import ONSET_RATE
 from data import CHUNK_BEATS
-from levels.playability import FOREHAND, repair, swings
+from levels.playability import (
+    FOREHAND,
+    VISION_CELLS,
+    arc_whole,
+    bomb_clear,
+    chain_whole,
+    notes_under,
+    repair,
+    swings,
+    wall_cells,
+)
 from maps import (
     DOT,
     GRID_CELLS,
+    OBJECT_NAMES,
     PPQ,
     Level,
     Note,
+    Objects,
     TempoMap,
+    slot,
     snap_ticks,
 )
 
@@ -187,6 +200,54 @@ def seams(notes: list[Note], tempo: TempoMap, chunk_beats: int, song_beats: floa
         "seam_notes_per_beat": near_notes / seam_beats if seam_beats else 0.0,
         "other_notes_per_beat": (len(notes) - near_notes) / max(song_beats - seam_beats, 1e-9),
     }
+
+
+def object_times(objects: Objects, tempo: TempoMap) -> dict[str, np.ndarray]:
+    """{kind: [distinct times] seconds} where each kind beside notes is placed: a bomb's or wall's start, an
+    arc's tail (where it lands), a chain's head."""
+    beats = {
+        "bombs": [b.beat for b in objects.bombs],
+        "walls": [w.beat for w in objects.obstacles],
+        "arcs": [a.tail.beat for a in objects.arcs],
+        "chains": [c.head.beat for c in objects.chains],
+    }
+    return {kind: np.unique(tempo.seconds_at(np.round(np.asarray(b, float) * PPQ) / PPQ)) for kind, b in beats.items()}
+
+
+def object_card(
+    objects: Objects,
+    tempo: TempoMap,
+    duration: float,
+    reference: Objects | None = None,
+    reference_tempo: TempoMap | None = None,
+    tolerance: float = TOLERANCE,
+) -> dict:
+    """Bombs, walls, arcs and chains: each kind per second, the rules of play they break (as written, not
+    repaired: bombs where a hand sweeps or under a wall, walls over notes or hiding them, arcs and chains
+    whose notes are missing or wrong), and with a reference, each kind's count ratio and placement
+    precision/recall/F1 (timing_scores of object_times)."""
+    notes, walls = objects.notes, objects.obstacles
+    by_slot = {(*slot(n), n.color): n for n in notes}
+    card = {
+        f"{kind}_per_second": n / duration if duration else 0.0
+        for kind, n in objects.counts().items()
+        if kind != "notes"
+    }
+    card |= {
+        "bombs_in_the_way": sum(not bomb_clear(b, notes, walls) for b in objects.bombs),
+        "walls_over_notes": sum(bool(notes_under(w, notes)) for w in walls),
+        "walls_hiding_notes": sum(bool(wall_cells(w.x, w.y, w.width, w.height) & VISION_CELLS) for w in walls),
+        "broken_arcs": sum(not arc_whole(a, by_slot) for a in objects.arcs),
+        "broken_chains": sum(not chain_whole(c, by_slot) for c in objects.chains),
+    }
+    if reference is not None:
+        ours, theirs = object_times(objects, tempo), object_times(reference, reference_tempo or tempo)
+        counts, reference_counts = objects.counts(), reference.counts()
+        for kind in OBJECT_NAMES[1:]:
+            card[f"{kind}_ratio"] = counts[kind] / reference_counts[kind] if reference_counts[kind] else None
+            scores = timing_scores(ours[kind], theirs[kind], tolerance)
+            card |= {f"{kind}_{name.split('_')[1]}": value for name, value in scores.items()}
+    return card
 
 
 class Onsets(NamedTuple):

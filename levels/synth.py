@@ -9,17 +9,18 @@ from pathlib import Path
 import numpy as np
 
 from audio import ogg_vorbis
-from levels.hands import notes_on
+from levels.hands import arcs_where, bombs_on, duck_wall, notes_on, rest_walls, up_chain
 from levels.kits import kit_sounds
 from levels.package import write_zip
 from maps import (
     BEATS_PER_BAR,
     BpmEvent,
-    Difficulty,
     Level,
     Note,
+    Objects,
     TempoMap,
     level_files,
+    standard_difficulty,
 )
 
 SYNTH_RATE = 44100
@@ -124,24 +125,25 @@ def _bar_lead(style: str, rng: np.random.Generator, last_of_section: bool) -> li
     return hits
 
 
-def _hard_hits(rng: np.random.Generator, bars: int) -> list[tuple[float, str]]:
-    """(beat, instrument) of every hit of a hard song: LEAD_IN_BARS bars of hats only, then
-    sections of varied styles under hats (eighths, or sixteenths in busy sections), an open hat
-    and bass notes on off-beats."""
-    hits = []
+def _hard_hits(rng: np.random.Generator, bars: int) -> tuple[list[tuple[float, str]], list[str]]:
+    """((beat, instrument) of every hit of a hard song, the style of each bar): LEAD_IN_BARS bars of hats
+    only, then sections of varied styles under hats (eighths, or sixteenths in busy sections), an open
+    hat and bass notes on off-beats."""
+    hits, styles = [], []
     style = "rest"
     for bar in range(bars):
         start = bar * BEATS_PER_BAR
         section_bar = (bar - LEAD_IN_BARS) % SECTION_BARS
         if bar >= LEAD_IN_BARS and section_bar == 0:
             style = str(rng.choice(SECTION_STYLES, p=[0.15, 0.2, 0.15, 0.2, 0.15, 0.15]))
+        styles.append(style)
         if bar >= LEAD_IN_BARS:
             hits += [(start + b, kind) for b, kind in _bar_lead(style, rng, section_bar == SECTION_BARS - 1)]
         step = 0.25 if style == "dense" else 0.5
         hits += [(start + i * step, "hat") for i in range(int(BEATS_PER_BAR / step)) if rng.random() < 0.9]
         hits += [(start + b + 0.5, "open hat") for b in range(BEATS_PER_BAR) if rng.random() < 0.2]
         hits += [(start + b + 0.5, "bass") for b in range(BEATS_PER_BAR) if rng.random() < 0.5]
-    return sorted(hits)
+    return sorted(hits), styles
 
 
 TEMPO_CHANGES = ("steady", "step", "ramp")
@@ -223,6 +225,49 @@ def _hard_notes(hits: list[tuple[float, str]], expert: bool, rng: np.random.Gene
     return notes_on(beats, expert, rng)
 
 
+def _hard_objects(
+    hits: list[tuple[float, str]], styles: list[str], notes: list[Note], rng: np.random.Generator
+) -> Objects:
+    """A hard song's notes and the other objects its music calls for:
+    - walls through rests and over dense runs: a full-height wall over the left lane through each even
+      bar of a rest section and over the right lane through each odd one; a duck wall over the top row
+      (where these notes never go) for the first half of each bar of a dense section;
+    - bombs on open hats: one in the top row's middle cells (left one on a bar's first half) on each
+      open hat where no hand sweeps (playability.bomb_clear);
+    - arcs in sparse sections: each note there joined to its colour's previous note when that is in the
+      same section;
+    - chains on fills: the first upward note of a section's closing run of sixteenths heads a chain to
+      the top row, 1/8 beat long, in 3 slices."""
+    bars = range(LEAD_IN_BARS, len(styles))
+    walls = rest_walls(bar for bar in bars if styles[bar] == "rest")
+    walls += [duck_wall(bar) for bar in bars if styles[bar] == "dense"]
+    open_hats = [beat for beat, kind in hits if kind == "open hat" and beat >= LEAD_IN_BARS * BEATS_PER_BAR]
+    bombs = bombs_on(open_hats, notes, walls)
+
+    def section(note: Note) -> int:
+        return int(note.beat // BEATS_PER_BAR - LEAD_IN_BARS) // SECTION_BARS
+
+    def sparse(head: Note, note: Note) -> bool:
+        return styles[int(note.beat // BEATS_PER_BAR)] == "sparse" and section(head) == section(note)
+
+    arcs = arcs_where(notes, sparse)
+    chains = []
+    for bar in range(LEAD_IN_BARS + SECTION_BARS - 1, len(styles), SECTION_BARS):
+        fill = (bar * BEATS_PER_BAR + 3, (bar + 1) * BEATS_PER_BAR)  # the bar's last beat
+        if sum(fill[0] <= b < fill[1] and kind in LEAD for b, kind in hits) == 4:  # a run of sixteenths
+            heads = (up_chain(n, 0.125) for n in notes if fill[0] <= n.beat < fill[1])
+            chains += (
+                [next(c for c in heads if c)]
+                if any(up_chain(n, 0.125) for n in notes if fill[0] <= n.beat < fill[1])
+                else []
+            )
+    return Objects(notes, bombs, walls, arcs, chains)
+
+
+def _objects(notes: Objects | list[Note]) -> Objects:
+    return notes if isinstance(notes, Objects) else Objects(notes)
+
+
 def synth_level(
     index: int, seed: int = 0, bars: int = 16, hard: bool = False, tempo: str = "steady", kit: str | None = None
 ) -> tuple[dict[str, bytes], Level]:
@@ -241,11 +286,13 @@ def synth_level(
     total_bars = bars + LEAD_IN_BARS
     if hard:
         bpm = round(float(rng.uniform(*HARD_BPM_RANGE)), int(rng.choice([0, 1, 2])))
-        hits = _hard_hits(rng, total_bars)
+        hits, styles = _hard_hits(rng, total_bars)
         events = synth_tempo_events(bpm, total_bars * BEATS_PER_BAR, tempo, np.random.default_rng([seed, index, 2]))
         sounds = kit_sounds(kit, SYNTH_RATE) if kit else None
         song = _render_hard(hits, bpm, total_bars * BEATS_PER_BAR, rng, events, sounds)
         normal, expert = _hard_notes(hits, False, rng), _hard_notes(hits, True, rng)
+        objects_rng = np.random.default_rng([seed, index, 3])  # its own stream: the songs and notes stay as they were
+        normal, expert = (_hard_objects(hits, styles, notes, objects_rng) for notes in (normal, expert))
     else:
         if tempo != "steady" or kit:
             raise ValueError("tempo changes and recorded kits are for hard songs only")
@@ -264,8 +311,8 @@ def synth_level(
         preview_duration=10,
         info_version="2.1.0",
         difficulties=[
-            Difficulty("Standard", "Normal", "NormalStandard.dat", "3.3.0", normal, njs=10, bpm_events=events),
-            Difficulty("Standard", "Expert", "ExpertStandard.dat", "3.3.0", expert, njs=16, bpm_events=events),
+            standard_difficulty("Normal", _objects(normal), 10, events),
+            standard_difficulty("Expert", _objects(expert), 16, events),
         ],
     )
     return level_files(level) | {"song.egg": ogg_vorbis(song, SYNTH_RATE)}, level

@@ -16,7 +16,12 @@ not learned to find hits at all. First, a check that the codec's tokens carry th
 held-out ones).
 
 Target: held-out timing F1 >= 0.9, at least 0.2 above the best baseline; density within
-15% of the truth; Normal sparser than Expert. The last line reads
+15% of the truth; Normal sparser than Expert. The corpus also holds bombs, walls, arcs and
+chains by its rules (levels.synth._hard_objects); a row per run gives each kind's placement
+F1 (its objects' times matched within 40 ms, pooled over the held-out songs) and count ratio,
+the baselines placing every kind at their notes' times. Target: each kind F1 >= 0.7 while the
+colour-note F1 stays >= 0.9. The last two lines read
+`learn objects: bombs F1 b (baseline b0), walls ..., arcs ..., chains ...; colour-note F1 F` and
 `learn: held-out timing F1 F, best baseline B (name), untrained U, density ratio R, minutes M`.
 """
 
@@ -42,11 +47,13 @@ import infer  # noqa: E402
 import train  # noqa: E402
 from audio import ONSET_RATE, create_audio_tokenizer, load_audio  # noqa: E402
 from levels.playability import MIN_NOTE_SECONDS  # noqa: E402
-from levels.scorecard import onset_seconds, scorecard  # noqa: E402
+from levels.scorecard import matched, note_seconds, object_times, onset_seconds, scorecard  # noqa: E402
 from levels.synth import write_synth_corpus  # noqa: E402
 from maps import (  # noqa: E402
+    OBJECT_NAMES,
     Level,
     Note,
+    Objects,
     TempoMap,
     load_level,
     plain_notes,  # noqa: E402
@@ -91,9 +98,9 @@ def codec_report(train_zips: list[Path], held_out_zips: list[Path]) -> dict[str,
     }
 
 
-def map_song(model_dir: Path, level_path: Path, out: Path, *extra: str) -> dict[str, list[Note]]:
+def map_song(model_dir: Path, level_path: Path, out: Path, *extra: str) -> dict[str, Objects]:
     """infer.py (with these extra arguments) on a song with its BPM (and beat 0 at 0 s) given -> {difficulty:
-    notes}."""
+    objects}."""
     level = load_level(level_path)
     out.mkdir(parents=True, exist_ok=True)
     song = out / "song.egg"
@@ -103,7 +110,7 @@ def map_song(model_dir: Path, level_path: Path, out: Path, *extra: str) -> dict[
     with contextlib.redirect_stdout(io.StringIO()):
         assert infer.main(argv) == 0
     mapped = load_level(out / "level.zip")
-    return {d.difficulty: d.notes for d in mapped.difficulties}
+    return {d.difficulty: d.objects for d in mapped.difficulties}
 
 
 def grid_baselines(level_path: Path) -> dict[str, dict[str, list[Note]]]:
@@ -126,8 +133,39 @@ def audio_beats(level_path: Path) -> float:
         return song.frames / song.samplerate * level.bpm / 60
 
 
+def score_objects(maps: dict[str, dict[str, Objects | list[Note]]], truth: dict[str, Level]) -> dict[str, float]:
+    """{song: {difficulty: objects}} against the truth -> per kind beside notes (bombs, walls, arcs, chains)
+    its placement precision, recall and F1 pooled over every song and difficulty (object_times matched one
+    to one within TOLERANCE), and its count ratio. A baseline's notes stand for every kind."""
+    pairs, ours, theirs = ({kind: 0 for kind in OBJECT_NAMES[1:]} for _ in range(3))
+    for song, by_difficulty in maps.items():
+        level = truth[song]
+        tempo = TempoMap.steady(level.bpm)
+        for d in level.difficulties:
+            mine = by_difficulty.get(d.difficulty, Objects())
+            true = object_times(d.objects, tempo)
+            if isinstance(mine, Objects):
+                estimate = object_times(mine, tempo)
+            else:  # a baseline: its note times as every kind's
+                estimate = dict.fromkeys(true, note_seconds(mine, tempo))
+            for kind in true:
+                pairs[kind] += matched(estimate[kind], true[kind], TOLERANCE)
+                ours[kind] += len(estimate[kind])
+                theirs[kind] += len(true[kind])
+    scores = {}
+    for kind in pairs:
+        precision, recall = pairs[kind] / max(ours[kind], 1), pairs[kind] / max(theirs[kind], 1)
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        scores |= {f"{kind} precision": precision, f"{kind} recall": recall, f"{kind} f1": f1}
+        scores[f"{kind} ratio"] = ours[kind] / max(theirs[kind], 1)
+    return scores
+
+
 def score_maps(
-    maps: dict[str, dict[str, list[Note]]], truth: dict[str, Level], lengths: dict[str, float], chunk_beats: int
+    maps: dict[str, dict[str, Objects | list[Note]]],
+    truth: dict[str, Level],
+    lengths: dict[str, float],
+    chunk_beats: int,
 ) -> dict:
     """{song: {difficulty: notes}} against the truth -> mean timing F1 (per difficulty and all), density
     ratio, notes per second per difficulty, and F1 of the songs' last windows (the one infer.py decodes
@@ -145,6 +183,7 @@ def score_maps(
         seconds += song_beats * 60 / level.bpm
         for d in DIFFICULTIES:
             ours, theirs = by_difficulty.get(d, []), diffs[d]
+            ours = ours.notes if isinstance(ours, Objects) else ours
             f1[d].append(
                 scorecard(ours, TempoMap.steady(level.bpm), reference=theirs, tolerance=TOLERANCE)["timing_f1"]
             )
@@ -248,6 +287,12 @@ def main() -> int:
     print(f"\n{'run':<12}" + "".join(f"{c:>18}" for c in columns))
     for name, s in [*scores.items(), ("seen songs", seen_scores)]:
         print(f"{name:<12}" + "".join(f"{s[c]:>18.3f}" for c in columns))
+    objects = {name: score_objects(maps, truth) for name, maps in runs.items()}
+    print(f"\n{'objects':<12}" + "".join(f"{kind + ' ' + c:>16}" for kind in OBJECT_NAMES[1:] for c in ("f1", "ratio")))
+    for name, s in objects.items():
+        print(
+            f"{name:<12}" + "".join(f"{s[kind + ' ' + c]:>16.3f}" for kind in OBJECT_NAMES[1:] for c in ("f1", "ratio"))
+        )
     baselines = {name: s["f1"] for name, s in scores.items() if not name.startswith("trained")}
     best = max((n for n in baselines if n != "untrained"), key=baselines.get)
     best = max(baselines, key=baselines.get) if baselines["untrained"] > baselines[best] else best
@@ -259,6 +304,15 @@ def main() -> int:
         and ours["nps Normal"] < ours["nps Expert"]
     )
     print(f"train.py took {train_minutes:.1f} min (encoding the songs included); target {'MET' if met else 'NOT met'}")
+    kinds = OBJECT_NAMES[1:]
+    object_baseline = {k: max(objects[n][f"{k} f1"] for n in objects if not n.startswith("trained")) for k in kinds}
+    objects_met = all(objects["trained"][f"{k} f1"] >= 0.7 for k in kinds) and ours["f1"] >= 0.9
+    print(f"objects: target (each kind F1 >= 0.7, colour-note F1 >= 0.9) {'MET' if objects_met else 'NOT met'}")
+    print(
+        "learn objects: "
+        + ", ".join(f"{k} F1 {objects['trained'][k + ' f1']:.3f} (baseline {object_baseline[k]:.3f})" for k in kinds)
+        + f"; colour-note F1 {ours['f1']:.3f}"
+    )
     print(
         f"learn: held-out timing F1 {ours['f1']:.3f}, best baseline {baselines[best]:.3f} ({best}), "
         f"untrained {baselines['untrained']:.3f}, density ratio {ours['density ratio']:.3f}, minutes {minutes:.1f}"

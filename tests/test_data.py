@@ -264,7 +264,7 @@ def test_a_level_whose_tempo_steps_trains_on_chunks_inside_one_tempo(tokenizer, 
                 <= 0.5
             )
             assert abs(end - first - CHUNK_BEATS * 60 / bpm * tokenizer.frame_rate) <= 1
-            notes = decode_notes(_note_tokens(data[i]["input_ids"]))
+            notes = [o for o in decode_notes(_note_tokens(data[i]["input_ids"])) if isinstance(o, ChunkNote)]
             truth = next(d for d in level.difficulties if d.difficulty == item.difficulty).notes
             expected = sorted(round((n.beat - start) * PPQ) for n in truth if start <= n.beat < start + CHUNK_BEATS)
             assert sorted({n.tick for n in notes}) == sorted(set(expected))
@@ -379,3 +379,32 @@ def test_dataset_pickles_without_the_encodec_model(dataset):
 
     copy = pickle.loads(pickle.dumps(dataset))
     assert copy.tokenizer is None and np.array_equal(copy[0]["input_ids"], dataset[0]["input_ids"])
+
+
+def test_training_rows_keep_the_objects_the_token_space_holds_and_drop_the_rest():
+    from data import ARC, BOMB, CHAIN, LENGTH, WALL, chunk_sequence, decode_notes, object_rows
+    from maps import Arc, Bomb, Chain, Difficulty, Note, Obstacle
+
+    red = [Note(1, 0, 0, 0, 1), Note(2, 0, 1, 0, 0), Note(3, 1, 0, 0, 1)]
+    diff = Difficulty("Standard", "Expert", "E.dat", notes=red + [Note(2, 3, 0, 1, 1)])
+    diff.bombs = [Bomb(1, 0, 0), Bomb(1.5, 3, 2), Bomb(1.5, 7, 0)]  # in a note's cell; kept; off the grid
+    diff.obstacles = [Obstacle(0, 2, 3, 0, 1, 5), Obstacle(0, 16, -1, 0, 1, 5), Obstacle(4, 0, 0, 0, 1, 5)]
+    diff.arcs = [Arc(red[1], red[2]), Arc(red[0], red[2])]  # the second skips red's note between
+    diff.chains = [Chain(red[0], 1.125, 0, 0, 3, 1.0), Chain(red[1], 2.125, 0, 2, 3, 1.0)]  # down from y 0: no room
+    rows = object_rows(diff)
+    kinds = {
+        name: int(np.sum((rows[:, 1] >= r.start) & (rows[:, 1] < r.stop)))
+        for name, r in (("bomb", BOMB), ("wall", WALL), ("arc", ARC), ("chain", CHAIN))
+    }
+    assert kinds == {"bomb": 1, "wall": 1, "arc": 1, "chain": 1}
+    assert list(rows[:, 0]) == sorted(rows[:, 0])  # canonical order, as the chunks slice it
+    item = type("Item", (), {"ticks": rows[:, 0], "types": rows[:, 1], "extra": rows[:, 2]})
+    # a chunk from beat 2: the arc into beat 3 has its head (beat 2) in it; none may reach back before it
+    whole = decode_notes(chunk_sequence(item, 0, len(rows), 0, 4 * 48, np.array([0])))
+    assert {type(o).__name__ for o in whole} == {"ChunkNote", "ChunkBomb", "ChunkWall", "ChunkArc", "ChunkChain"}
+    lo, hi = np.searchsorted(rows[:, 0], [2 * 48, 6 * 48])
+    late = decode_notes(chunk_sequence(item, lo, hi, 2 * 48, 4 * 48, np.array([0])))
+    assert not any(type(o).__name__ == "ChunkArc" and o.tick < 48 for o in late)  # its head lies before the chunk
+    cut = chunk_sequence(item, 0, len(rows), 0, 48, np.array([0]))  # a one-beat chunk: the 2-beat wall is cut
+    wall = next(o for o in decode_notes(cut) if type(o).__name__ == "ChunkWall")
+    assert wall.duration == 48 and any(t in LENGTH for t in cut)

@@ -3,8 +3,10 @@
 import io
 import json
 import math
+import shutil
 import zipfile
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,6 +136,57 @@ def test_grammar_keeps_sampling_from_random_logits_valid_and_on_the_grid(seed):
         assert _cells_and_stacks(infer_notes(notes)) == (0, 0)
         stacks += len(notes) - len({n.tick for n in notes})
     assert stacks > 0  # several notes at one tick did occur
+
+
+def _objects_walk(kinds, seed: int, steps: int = 900):
+    """Sampling from random logits that favour every object row, under the grammar with these kinds ->
+    (each row's tokens after the prompt, chunk ticks)."""
+    from data import BOMB, CHAIN, LENGTH, VOCAB_SIZE, WALL
+
+    generator = torch.Generator().manual_seed(seed)
+    ticks = 16 * 48
+    grid = torch.tensor([TIME.start + t for t in range(0, ticks, 12)])
+    ids = torch.cat([grid, torch.tensor([NOTES_START])]).repeat(2, 1)
+    grammar = NoteGrammar(ids.shape[1], [ticks] * 2, 4, kinds)
+    for _ in range(steps):
+        scores = torch.randn(2, VOCAB_SIZE + 7, generator=generator) * 2
+        scores[:, NOTE.start : NOTE.stop] += 3
+        scores[:, BOMB.start : CHAIN.stop] += 6  # weights that would write every kind everywhere
+        scores[:, LENGTH.start : LENGTH.start + 48] += 4  # short walls too, not only the longest
+        scores[:, WALL.start : WALL.stop] -= 2
+        ids = torch.cat([ids, torch.multinomial(grammar(ids, scores).softmax(-1), 1, generator=generator)], 1)
+    return [row[len(grid) + 1 :] for row in ids.tolist()], ticks
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_grammar_keeps_every_object_kind_to_the_rules_of_play(seed):
+    from data import placed_objects
+    from levels.scorecard import object_card
+    from maps import Objects, TempoMap
+
+    rows, ticks = _objects_walk(("note", "bomb", "wall", "arc", "chain"), seed)
+    seen = Objects()
+    for row in rows:
+        assert EOS in row
+        tokens = row[: row.index(EOS)]
+        assert note_tokens_error(tokens, ticks) is None
+        objects = placed_objects(generated_notes(row), 0)
+        card = object_card(objects, TempoMap.steady(120), 8.0)
+        broken = ("bombs_in_the_way", "walls_over_notes", "walls_hiding_notes", "broken_arcs", "broken_chains")
+        assert {k: card[k] for k in broken} == dict.fromkeys(broken, 0)
+        assert all(w.beat + w.duration <= ticks / 48 and w.duration >= 1 / 8 for w in objects.obstacles)
+        assert all(c.tail_beat <= c.head.beat + 1 for c in objects.chains)
+        for kind in ("notes", "bombs", "obstacles", "arcs", "chains"):
+            getattr(seen, kind).extend(getattr(objects, kind))
+    assert all(count > 0 for count in seen.counts().values()), seen.counts()  # every kind was written
+
+
+def test_a_kind_switched_off_is_never_written():
+    from data import placed_objects
+
+    rows, _ = _objects_walk(("note", "bomb"), 0, 500)
+    counts = [placed_objects(generated_notes(row), 0).counts() for row in rows]
+    assert all(c["walls"] == c["arcs"] == c["chains"] == 0 for c in counts) and sum(c["bombs"] for c in counts) > 0
 
 
 def test_max_notes_per_beat_caps_every_beat_and_spreads_the_notes():
@@ -334,11 +387,68 @@ def test_untrained_model_gives_a_playable_level_bsmap_loads(tmp_path, untrained,
         "topP",
         "tempo",
         "lights",
+        "objects",
     }
+    assert generator["objects"] == ["note"]  # its training maps held colour notes only
     assert generator["aiGenerated"] is True and generator["tokenSpaceVersion"] == TOKEN_SPACE_VERSION
     assert generator["model"] == "trained"  # a starter model's levels say "starter (...)"
     assert (generator["seed"], generator["temperature"], generator["lights"]) == (0, 1.0, "full")
     assert generator["checkpoint"] == untrained.name and raw["_customData"]["_editors"]["_lastEditedBy"] == TOOL
+
+
+def _claiming(untrained: Path, folder: Path, info: dict) -> Path:
+    """A copy of the untrained model whose automapper.json is updated with info."""
+    shutil.copytree(untrained, folder)
+    saved = json.loads((folder / "automapper.json").read_text())
+    (folder / "automapper.json").write_text(json.dumps(saved | info))
+    return folder
+
+
+def test_every_object_kind_reaches_a_level_bsmap_loads(tmp_path, untrained, capsys):
+    from bsmap.mapper import BeatSaberMapper
+
+    counts = {"note": 10, "bomb": 5, "wall": 5, "arc": 5, "chain": 5}
+    model = _claiming(untrained, tmp_path / "model", {"data": {"objects": counts}})
+    song, _ = _synth_song(tmp_path, 2, bars=12)
+    out = tmp_path / "level"
+    args = ["--model", str(model), "--temperature", "1.0", "--difficulty", "Expert", "--bpm", "120", "--offset", "0"]
+    assert infer.main([str(song), *args, "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    expert = load_level(out).difficulties[0]
+    counts = expert.objects.counts()
+    assert all(counts[kind] > 0 for kind in ("notes", "bombs", "walls", "arcs", "chains")), counts
+    assert f"{counts['bombs']} bombs" in printed
+    beatmap = BeatSaberMapper.load_beatmap(str(out / "ExpertStandard.dat"))
+    assert (len(beatmap.bombNotes), len(beatmap.obstacles), len(beatmap.sliders), len(beatmap.burstSliders)) == (
+        counts["bombs"],
+        counts["walls"],
+        counts["arcs"],
+        counts["chains"],
+    )
+    info = BeatSaberMapper.load_info_dat(str(out / "Info.dat"))
+    assert BeatSaberMapper.validate_map(info, {"ExpertStandard.dat": beatmap}) == {}
+    from levels.scorecard import object_card
+    from maps import TempoMap
+
+    card = object_card(expert.objects, TempoMap.steady(120), 30.0)
+    assert [card[k] for k in ("bombs_in_the_way", "walls_over_notes", "walls_hiding_notes")] == [0, 0, 0]
+    assert [card[k] for k in ("broken_arcs", "broken_chains")] == [0, 0]
+    # each switch turns its kind off in the grammar
+    assert (
+        infer.main([str(song), *args, "--output", str(tmp_path / "off"), "--no-bombs", "--no-walls", "--no-arcs"]) == 0
+    )
+    off = load_level(tmp_path / "off").difficulties[0].objects.counts()
+    assert off["bombs"] == off["walls"] == off["arcs"] == 0 and off["chains"] > 0
+
+
+def test_switches_follow_what_the_model_learned(tmp_path, untrained, capsys):
+    song, _ = _synth_song(tmp_path, 2, bars=4)
+    base = ["--bpm", "120", "--offset", "0", "--output", str(tmp_path / "x.zip")]
+    assert infer.main([str(song), "--model", str(untrained), "--walls", *base]) == infer.EXIT_USAGE
+    assert "never saw walls" in capsys.readouterr().err
+    older = _claiming(untrained, tmp_path / "v5", {"token_space_version": 5})  # ids a prefix of today's
+    args = infer.parse_args([str(song), "--model", str(older)])
+    assert infer.chosen_kinds(args, infer.model_info(str(older))) == ["note"]
 
 
 # ---------------------------------------------------------------- tempo

@@ -29,7 +29,14 @@ from data import (
 
 def test_layout_matches_the_design_table():
     starts = {name: r.start for name, r in data.TOKEN_RANGES.items()}
-    assert starts == {"time": 0, "note": 12_288, "audio": 12_528, "special": 14_576, "difficulty": 14_582}
+    # version 5's rows keep their ids; version 6 appends the other kinds and the lengths after them
+    assert starts == {"time": 0, "note": 12_288, "audio": 12_528, "special": 14_576, "difficulty": 14_582} | {
+        "bomb": 14_587,
+        "wall": 14_599,
+        "arc": 14_839,
+        "chain": 14_841,
+        "length": 15_009,
+    }
     assert (data.EOS, data.AUDIO_START, data.NOTES_START) == (14_577, 14_579, 14_581)
     assert list(DIFFICULTY_TOKENS.items()) == [
         ("Easy", 14_582),
@@ -38,7 +45,7 @@ def test_layout_matches_the_design_table():
         ("Expert", 14_585),
         ("ExpertPlus", 14_586),
     ]
-    assert VOCAB_SIZE == 14_587 < 151_936  # fits Qwen3's vocabulary
+    assert data.NOTES_ONLY_VOCAB == 14_587 and VOCAB_SIZE == 15_009 + 64 * 48 < 151_936  # fits Qwen3's vocabulary
 
 
 def test_every_cell_colour_direction_has_its_own_token():
@@ -115,3 +122,28 @@ def test_validity_check_names_each_problem():
     assert "reserved direction" in note_tokens_error([0, NOTE.start + 9])
     assert "past the chunk end" in note_tokens_error([64 * 48, a], chunk_ticks=64 * 48)
     assert "neither" in note_tokens_error([0, PAD])
+
+
+def test_every_object_kind_round_trips_with_its_length():
+    from data import ChunkArc, ChunkBomb, ChunkChain, ChunkWall, object_tokens
+
+    chunk = [
+        ChunkNote(0, 1, 0, 0, 1),
+        ChunkBomb(0, 3, 2),
+        ChunkWall(0, 0, 2, 4, 3, 96),
+        ChunkNote(24, 1, 1, 0, 0),
+        ChunkArc(24, 0),
+        ChunkChain(24, 0, 1, 2, 3, 6),
+    ]
+    tokens = encode_notes(reversed(chunk), [0, 12, 24])
+    assert note_tokens_error(tokens) is None
+    assert decode_notes(tokens) == chunk  # canonical order: by tick, then type id (notes, bombs, walls, arcs, chains)
+    assert len(object_tokens(chunk[2])) == 2 and len(object_tokens(chunk[1])) == 1  # a wall's length follows it
+    assert len(data.token_names()) == VOCAB_SIZE == len(set(data.token_names()))
+    wall = object_tokens(chunk[2])[0]
+    assert "length token must follow" in note_tokens_error([0, wall, 0])
+    assert "lacks its length" in note_tokens_error([0, wall])
+    with pytest.raises(ValueError):
+        decode_notes([0, wall])
+    with pytest.raises(ValueError):
+        object_tokens(ChunkWall(0, 0, 0, 1, 6, 10))  # taller than the game's 5 rows

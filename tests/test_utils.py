@@ -408,3 +408,23 @@ def test_timing_match_on_a_dense_human_map():
     assert np.min(np.diff(times)) < 0.04  # notes closer together than the tolerance
     assert timing_scores(times + 0.02, times, 0.04)["timing_precision"] == 1.0
     assert timing_scores(times[::2], times, 0.04)["timing_recall"] == len(times[::2]) / len(times)
+
+
+def test_repair_keeps_bombs_walls_arcs_and_chains_to_the_rules_of_play():
+    from levels.playability import repair_objects
+    from maps import Bomb, Objects, Obstacle
+
+    notes = [Note(4, 0, 0, 0, 1), Note(5, 0, 0, 0, 0), Note(5, 3, 1, 1, 0)]
+    objects = Objects(
+        notes,
+        [Bomb(4.25, 0, 0), Bomb(6, 1, 2)],  # swept by the hand that cut beat 4's note; clear
+        [Obstacle(4, 2, 3, 0, 1, 5), Obstacle(4.9, 0.05, 3, 0, 1, 1), Obstacle(2, 1, 1, 0, 1, 1)],
+        [Arc(notes[0], notes[1]), Arc(notes[1], Note(9, 2, 2, 0, 0))],  # the second's tail is no note
+        [Chain(notes[2], 5.125, 3, 2, 3, 1.0), Chain(notes[2], 5.125, 3, 0, 3, 1.0)],  # up: to y 2, not y 0
+    )
+    kept, repairs = repair_objects(objects)
+    assert kept.bombs == [Bomb(6, 1, 2)] and repairs["bombs in a hand's way dropped"] == 1
+    assert kept.obstacles == [Obstacle(4, 1, 3, 0, 1, 5)]  # cut at the blue note of beat 5; too short; hides notes
+    assert repairs["walls cut short of a note"] == 1 and repairs["walls dropped"] == 2
+    assert [a.tail.beat for a in kept.arcs] == [5] and repairs["broken arcs dropped"] == 1
+    assert [(c.tail_x, c.tail_y) for c in kept.chains] == [(3, 2)] and repairs["broken chains dropped"] == 1

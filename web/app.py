@@ -222,18 +222,32 @@ def level_result(mapped: infer.Mapped, job: Job) -> dict:
     (job.folder / "song.egg").write_bytes(read_level_file(level.path, level.song_filename))
     onsets = song_onsets(level)
     difficulties = {}
-    for name, notes in mapped.notes.items():
+    for name, objects in mapped.objects.items():
+        notes = objects.notes
         card = scorecard(notes, mapped.beats, onsets)
-        seconds = mapped.beats.seconds_at([n.beat for n in notes]) if notes else []
+
+        def seconds(beats: list[float]) -> list[float]:
+            return [round(float(t), 4) for t in mapped.beats.seconds_at(beats)] if beats else []
+
+        walls = objects.obstacles
         difficulties[name] = {
-            "notes": [[round(float(t), 4), n.x, n.y, n.color, n.direction] for t, n in zip(seconds, notes)],
+            # [[seconds, ...fields]] each sorted by time, in seconds of the level's song
+            "notes": [[t, n.x, n.y, n.color, n.direction] for t, n in zip(seconds([n.beat for n in notes]), notes)],
+            "bombs": [[t, b.x, b.y] for t, b in zip(seconds([b.beat for b in objects.bombs]), objects.bombs)],
+            "walls": [
+                [t, end, w.x, w.y, w.width, w.height]
+                for t, end, w in zip(
+                    seconds([w.beat for w in walls]), seconds([w.beat + w.duration for w in walls]), walls
+                )
+            ],
             "scores": {
                 "notes": card["notes"],
                 "notes per second": round(card["nps"], 2),
                 "listening lift": round(card.get("listening_lift", 0.0), 2),
                 "parity errors per swing": round(card["parity_errors_per_swing"], 3),
                 "grid coverage": round(card["grid_coverage"], 2),
-            },
+            }
+            | {kind: count for kind, count in objects.counts().items() if kind != "notes" and count},
         }
     tempo = mapped.tempo
     line = infer.tempo_line(tempo)
@@ -266,6 +280,11 @@ def page_config(defaults: argparse.Namespace) -> dict:
         "default_difficulties": list(defaults.difficulty),
         "lights": list(LIGHT_MODES),
         "default_lights": defaults.lights,
+        # the switches for bombs, walls, arcs and chains, on where the server's model writes them by default
+        "objects": {
+            kind + "s": kind in infer.chosen_kinds(defaults, infer.model_info(defaults.model))
+            for kind in infer.SWITCHES
+        },
         "song_types": list(SONG_TYPES),
         "min_seconds": infer.MIN_SONG_SECONDS,
         "max_minutes": infer.MAX_SONG_MINUTES,
@@ -398,6 +417,12 @@ def form_options(form, defaults: argparse.Namespace) -> dict:
         if unknown:
             raise ValueError(f"difficulty: {unknown[0]!r} is none of {', '.join(DIFFICULTIES)}")
         options["difficulty"] = list(dict.fromkeys(difficulties))
+    if form.get("objects_chosen"):  # the page sends the kinds ticked, and this field to say it did
+        ticked = set(form.getlist("objects"))
+        unknown = ticked - {kind + "s" for kind in infer.SWITCHES}
+        if unknown:
+            raise ValueError(f"objects: {sorted(unknown)[0]!r} is none of bombs, walls, arcs, chains")
+        options |= {kind + "s": kind + "s" in ticked for kind in infer.SWITCHES}
     lights = form.get("lights")
     if lights:
         if lights not in LIGHT_MODES:
