@@ -446,7 +446,9 @@ class EpochCallback(TrainerCallback):
 
 def starter_corpus(folder: Path) -> None:
     """The starter's data, built where missing: folder/real (the LMMS demo songs, utils.py realsongs; the
-    held-out ones beside the folder) and folder/synth (STARTER_SYNTH_SONGS hard synthetic songs)."""
+    held-out ones beside the folder) and folder/synth (STARTER_SYNTH_SONGS hard synthetic songs); levels
+    older corpus rules wrote are rewritten."""
+    from levels.hands import CORPUS_RULES, rules_of
     from levels.realsongs import ProjectError, write_real_corpus
     from levels.synth import write_synth_corpus
 
@@ -455,7 +457,8 @@ def starter_corpus(folder: Path) -> None:
         write_real_corpus(real, f"{folder}-held-out")
     except ProjectError as e:
         print(f"train.py --starter: {e}; the starter trains on synthetic songs only", file=sys.stderr)
-    if len(list(synth.glob("*.zip"))) < STARTER_SYNTH_SONGS:
+    current = [z for z in synth.glob("*.zip") if rules_of(z) >= CORPUS_RULES]  # older rules: no bombs or walls
+    if len(current) < STARTER_SYNTH_SONGS:
         write_synth_corpus(synth, songs=STARTER_SYNTH_SONGS, hard=True, bars=13)
 
 

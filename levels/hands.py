@@ -3,14 +3,32 @@ chains around them, as the corpora (synthetic and real) place them."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 
 import numpy as np
 
 from levels.playability import bomb_clear
-from maps import BEATS_PER_BAR, DOWN, UP, Arc, Bomb, Chain, Note, Obstacle
+from maps import BEATS_PER_BAR, DOWN, UP, Arc, Bomb, Chain, MapError, Note, Obstacle, load_level
 
 RED_COLUMNS, BLUE_COLUMNS = (0, 1), (2, 3)  # the left hand's columns, the right hand's
+# the corpus rules' version, written in each corpus level's Info.dat (_customData[RULES_KEY]); a corpus level
+# written by older rules is rewritten (a real song's render kept). 2: bombs, walls, arcs and chains
+CORPUS_RULES = 2
+RULES_KEY = "_corpusRules"
+
+
+def rules_data() -> dict:
+    """Info.dat _customData for a level the corpus rules write now."""
+    return {RULES_KEY: CORPUS_RULES}
+
+
+def rules_of(level_zip: str | os.PathLike) -> int:
+    """The corpus rules' version that wrote the level zip: 0 for none, an unreadable zip or an old one."""
+    try:
+        return int(load_level(level_zip).custom_data.get(RULES_KEY, 0))
+    except (MapError, OSError, TypeError, ValueError):
+        return 0
 
 
 def notes_on(beats: list[float], expert: bool, rng: np.random.Generator) -> list[Note]:

@@ -23,9 +23,19 @@ from pathlib import Path
 
 import numpy as np
 
-from levels.hands import arcs_where, bombs_on, duck_wall, notes_on, rest_walls, up_chain
+from levels.hands import (
+    CORPUS_RULES,
+    arcs_where,
+    bombs_on,
+    duck_wall,
+    notes_on,
+    rest_walls,
+    rules_data,
+    rules_of,
+    up_chain,
+)
 from levels.package import write_zip
-from maps import BEATS_PER_BAR, Level, Note, Objects, standard_difficulty
+from maps import BEATS_PER_BAR, Level, MapError, Note, Objects, standard_difficulty
 
 LMMS_PROJECTS = Path("/usr/share/lmms/projects")
 LMMS_TICKS_PER_BEAT = 48  # a quarter note
@@ -41,9 +51,6 @@ DRUM_KINDS = (
 LEAD_DRUMS = ("kick", "snare", "tom")  # the hits that carry notes, as in the synthetic corpus
 MIN_LEAD_SPACING = LMMS_TICKS_PER_BEAT // 4  # Expert keeps no two notes closer than 1/4 beat (no rolls)
 FIRST_NOTE_SECONDS = 1.5  # as infer.py: no note before this much audio
-# the corpus rules' version, in each level's Info.dat (_customData._corpusRules): levels written by older
-# rules get their difficulty files rewritten (the render kept); 2: bombs, walls, arcs and chains
-CORPUS_RULES = 2
 DENSE_BAR_NOTES = 8  # a bar with at least this many Expert notes runs eighths or faster: a duck wall
 ARC_BEATS = (2.0, 4.0)  # a colour's notes this far apart (slow passages) are joined by an arc
 ROLL_TICKS = LMMS_TICKS_PER_BEAT // 4  # lead hits this close after a note make a roll: it heads a chain
@@ -222,7 +229,7 @@ def project_level(project: Project, seed: int = 0) -> Level:
             standard_difficulty("Normal", normal, 10),
             standard_difficulty("Expert", expert, 16),
         ],
-        custom_data={"_corpusRules": CORPUS_RULES},
+        custom_data=rules_data(),
     )
 
 
@@ -261,14 +268,17 @@ def held_out(name: str) -> bool:
     return zlib.crc32(name.encode()) % 5 == 0
 
 
-def corpus_level_files(project_path: Path, work: Path, seed: int = 0) -> dict[str, bytes]:
-    """{file name: bytes} of the project's level: Info.dat, Normal and Expert, song.egg (its render)."""
+def corpus_level_files(project_path: Path, work: Path, seed: int = 0, kept: Path | None = None) -> dict[str, bytes]:
+    """{file name: bytes} of the project's level: Info.dat, Normal and Expert, song.egg (its render, or the
+    song.egg of the level zip kept: a level written by older corpus rules keeps its render)."""
     import soundfile as sf
 
     from audio import ogg_vorbis
-    from maps import level_files
+    from maps import level_files, read_level_file
 
     level = project_level(read_project(project_path), seed)  # before rendering: a project without drums costs nothing
+    if kept is not None:
+        return level_files(level) | {"song.egg": read_level_file(kept, "song.egg")}
     wav = render(project_path, work / f"{level.song_name}.wav")
     try:
         samples, rate = sf.read(wav, dtype="float32")  # [n, channels] at 44.1 kHz
@@ -281,7 +291,8 @@ def write_real_corpus(
     out: Path, held_out_dir: str | os.PathLike | None = None, projects_dir: Path = LMMS_PROJECTS, jobs: int = 2
 ) -> tuple[int, int]:
     """Render every LMMS demo project into a level zip: the held-out ones (held_out) into held_out_dir
-    (default OUT-held-out), the rest into out; zips already there are kept -> (levels there, skipped).
+    (default OUT-held-out), the rest into out; zips already there are kept, those older corpus rules wrote
+    get new level files (their render kept) -> (levels there, skipped).
     Raises ProjectError when lmms or the projects are missing."""
     import tempfile
     from concurrent.futures import ThreadPoolExecutor
@@ -298,14 +309,17 @@ def write_real_corpus(
         name = project_name(project)
         return (spare if held_out(name) else out) / f"{name}.zip"
 
-    todo = [p for p in projects if not target(p).is_file()]
+    # a zip already there is kept; one written by older corpus rules (rules_of) is rewritten, its render kept
+    stale = {p for p in projects if target(p).is_file() and rules_of(target(p)) < CORPUS_RULES}
+    todo = [p for p in projects if not target(p).is_file() or p in stale]
     written, failed = len(projects) - len(todo), 0
     with tempfile.TemporaryDirectory() as work, ThreadPoolExecutor(max(1, jobs)) as pool:
-        jobs_by_project = {project: pool.submit(corpus_level_files, project, Path(work)) for project in todo}
+        kept = {project: target(project) if project in stale else None for project in todo}
+        jobs_by_project = {p: pool.submit(corpus_level_files, p, Path(work), 0, kept[p]) for p in todo}
         for project, job in tqdm(jobs_by_project.items(), desc="rendering", unit="song", disable=None):
             try:
                 files = job.result()
-            except (ProjectError, OSError, RuntimeError) as e:
+            except (ProjectError, MapError, OSError, RuntimeError) as e:
                 failed += 1
                 tqdm.write(f"skipped {project.name}: {str(e).splitlines()[0]}")
                 continue

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from audio import ogg_vorbis
-from levels.hands import arcs_where, bombs_on, duck_wall, notes_on, rest_walls, up_chain
+from levels.hands import arcs_where, bombs_on, duck_wall, notes_on, rest_walls, rules_data, up_chain
 from levels.kits import kit_sounds
 from levels.package import write_zip
 from maps import (
@@ -314,6 +314,7 @@ def synth_level(
             standard_difficulty("Normal", _objects(normal), 10, events),
             standard_difficulty("Expert", _objects(expert), 16, events),
         ],
+        custom_data=rules_data(),
     )
     return level_files(level) | {"song.egg": ogg_vorbis(song, SYNTH_RATE)}, level
 

@@ -6,9 +6,11 @@ import zlib
 import numpy as np
 import pytest
 
-from levels.realsongs import ProjectError, project_level, read_project, render
-from levels.scorecard import onset_seconds
-from maps import load_level
+from levels.hands import CORPUS_RULES, rules_data, rules_of
+from levels.package import write_zip
+from levels.realsongs import LMMS_TICKS_PER_BEAT, Project, ProjectError, project_level, read_project, render
+from levels.scorecard import object_card, onset_seconds
+from maps import Objects, TempoMap, level_files, load_level, read_level_file
 
 NEEDS_LMMS = pytest.mark.skipif(shutil.which("lmms") is None, reason="lmms not installed (apt-get install lmms)")
 
@@ -70,6 +72,59 @@ def test_the_level_follows_the_rules_and_the_real_tempo(tmp_path):
     for diff in level.difficulties:
         colours = [n.color for n in sorted(diff.notes)]
         assert 0 in colours and 1 in colours  # both hands
+
+
+def _busy_project(tmp_path) -> Project:
+    """8 bars at 120 BPM: kicks on the beats of bars 0-2 and 5-7 (bars 3-4 rest), bar 1 kicks and snares on every
+    eighth (a dense bar), off-beat hats throughout, and in bar 6 a snare roll: hits 4 and 8 ticks after beat 25."""
+    beat = LMMS_TICKS_PER_BEAT
+    kicks = [beat * b for b in range(32) if not 12 <= b < 20]
+    snares = [beat * 4 + beat // 2 + beat * b for b in range(4)] + [beat * 25 + 4, beat * 25 + 8]
+    hats = [beat * b + beat // 2 for b in range(32)]
+    ticks = {"kick": kicks, "snare": snares, "hat": hats}
+    return Project(tmp_path / "busy.mmpz", 120.0, 4, 32 * beat, {k: np.array(sorted(v)) for k, v in ticks.items()})
+
+
+def test_the_level_carries_every_kind_of_object_by_the_rules(tmp_path):
+    level = project_level(_busy_project(tmp_path))
+    normal, expert = level.difficulties
+    assert level.custom_data == rules_data()  # the rules' version, so a later rule change rewrites this level
+    rests = [w for w in expert.obstacles if w.height == 5]
+    assert sorted((w.beat, w.x) for w in rests) == [(12.0, 0), (16.0, 3)]  # through the rest bars, lane by lane
+    assert [w.beat for w in expert.obstacles if w.height < 5] == [4.0]  # a duck wall over the dense bar
+    assert expert.bombs and all(b.beat % 1 == 0.5 for b in expert.bombs)  # on off-beat hats
+    assert [c.head.beat for c in expert.chains] == [25.0]  # the roll the notes skip
+    assert normal.arcs or expert.arcs
+    assert not normal.chains  # chains are Expert's
+    for diff in level.difficulties:
+        objects = Objects(diff.notes, diff.bombs, diff.obstacles, diff.arcs, diff.chains)
+        card = object_card(objects, TempoMap.steady(level.bpm), 16.0)
+        broken = {k: v for k, v in card.items() if not k.endswith("_per_second") and v}
+        assert not broken, broken  # the rules break no rule of play
+
+
+def test_a_level_older_rules_wrote_gets_new_level_files_and_keeps_its_render(tmp_path, monkeypatch):
+    from levels import realsongs
+
+    projects = tmp_path / "projects" / "demos"
+    projects.mkdir(parents=True)
+    _project(tmp_path).rename(projects / "Beats.mmpz")
+    out = tmp_path / "real"
+    out.mkdir()
+    old = project_level(read_project(projects / "Beats.mmpz"))
+    old.custom_data = {}  # written before the rules had a version: notes only
+    for diff in old.difficulties:
+        diff.bombs, diff.obstacles, diff.arcs, diff.chains = [], [], [], []
+    write_zip(out / "Beats.zip", level_files(old) | {"song.egg": b"the render"})
+    monkeypatch.setattr(realsongs, "lmms_command", lambda: "lmms")
+    monkeypatch.setattr(realsongs, "render", lambda *a, **k: pytest.fail("a kept render is not rendered again"))
+    assert realsongs.write_real_corpus(out, projects_dir=tmp_path / "projects") == (1, 0)
+    assert rules_of(out / "Beats.zip") == CORPUS_RULES
+    assert read_level_file(out / "Beats.zip", "song.egg") == b"the render"
+    new = load_level(out / "Beats.zip")
+    assert [d.notes for d in new.difficulties] == [d.notes for d in old.difficulties]
+    assert any(d.arcs for d in new.difficulties)  # the new rules' objects
+    assert realsongs.write_real_corpus(out, projects_dir=tmp_path / "projects") == (1, 0)  # current now: kept
 
 
 def test_projects_that_cannot_map_say_why(tmp_path):
