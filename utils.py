@@ -24,6 +24,7 @@ from levels.realsongs import (
 from levels.scorecard import RHYTHM_CLASSES, TOLERANCE, scorecard, song_onsets
 from levels.synth import HARD_BPM_RANGE, LEAD_IN_BARS, RAMP_BARS, SYNTH_BPMS, TEMPO_CHANGES, write_synth_corpus
 from maps import (
+    OBJECT_NAMES,
     Difficulty,
     HelpFormatter,
     Level,
@@ -56,6 +57,13 @@ SCORE_ROWS = (  # (key, label, format) of the readable table; the JSON holds eve
     ("other_parity_errors_per_swing", "  elsewhere", "{:.3f}"),
     ("seam_notes_per_beat", "notes per beat at seams", "{:.2f}"),
     ("other_notes_per_beat", "  elsewhere", "{:.2f}"),
+    *((f"{kind}_per_second", f"{kind} per second", "{:.2f}") for kind in OBJECT_NAMES[1:]),
+    *((f"{kind}_f1", f"  {kind} F1 vs reference", "{:.3f}") for kind in OBJECT_NAMES[1:]),
+    ("bombs_in_the_way", "bombs in a hand's way", "{:d}"),
+    ("walls_over_notes", "walls over notes", "{:d}"),
+    ("walls_in_view", "walls in the centre view", "{:d}"),
+    ("arcs_off_notes", "arcs not ending on notes", "{:d}"),
+    ("chains_off_notes", "chains not led by a note", "{:d}"),
 )
 
 
@@ -112,6 +120,8 @@ def score_level(args: argparse.Namespace) -> int:
             TempoMap.of_difficulty(reference, ref) if ref else None,
             args.tolerance,
             args.chunk_beats,
+            ours[name].objects,
+            ref.objects if ref else None,
         )
     for name, card in cards.items():
         if args.json:

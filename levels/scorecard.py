@@ -222,9 +222,10 @@ def object_card(
     reference_tempo: TempoMap | None = None,
     tolerance: float = TOLERANCE,
 ) -> dict:
-    """Bombs, walls, arcs and chains: each kind per second, the rules of play they break (as written, not
-    repaired: bombs where a hand sweeps or under a wall, walls over notes or hiding them, arcs and chains
-    whose notes are missing or wrong), and with a reference, each kind's count ratio and placement
+    """Bombs, walls, arcs and chains: each kind per second, how often they break the rules generated
+    levels keep (as written, not repaired: bombs where a hand sweeps or under a wall, walls over notes or in
+    the centre view, arcs not ending on notes of their colour, chains not led by a note; human maps break
+    some on purpose: free-standing arcs, wall art), and with a reference, each kind's count ratio and placement
     precision/recall/F1 (timing_scores of object_times)."""
     notes, walls = objects.notes, objects.obstacles
     by_slot = {(*slot(n), n.color): n for n in notes}
@@ -236,9 +237,9 @@ def object_card(
     card |= {
         "bombs_in_the_way": sum(not bomb_clear(b, notes, walls) for b in objects.bombs),
         "walls_over_notes": sum(bool(notes_under(w, notes)) for w in walls),
-        "walls_hiding_notes": sum(bool(wall_cells(w.x, w.y, w.width, w.height) & VISION_CELLS) for w in walls),
-        "broken_arcs": sum(not arc_whole(a, by_slot) for a in objects.arcs),
-        "broken_chains": sum(not chain_whole(c, by_slot) for c in objects.chains),
+        "walls_in_view": sum(bool(wall_cells(w.x, w.y, w.width, w.height) & VISION_CELLS) for w in walls),
+        "arcs_off_notes": sum(not arc_whole(a, by_slot) for a in objects.arcs),
+        "chains_off_notes": sum(not chain_whole(c, by_slot) for c in objects.chains),
     }
     if reference is not None:
         ours, theirs = object_times(objects, tempo), object_times(reference, reference_tempo or tempo)
@@ -263,13 +264,16 @@ def scorecard(
     reference_tempo: TempoMap | None = None,
     tolerance: float = TOLERANCE,
     chunk_beats: int = CHUNK_BEATS,
+    objects: Objects | None = None,
+    reference_objects: Objects | None = None,
 ) -> dict:
     """One difficulty's quality figures (see docs/quality.md).
 
     notes: the difficulty's notes, timed by tempo, beat 0 at the song's first sample.
     onsets: the song's audio onsets and length (for listening; the length also sets notes
     per second, else the last note's time does). reference: a map of the same song to compare
-    with, timed by reference_tempo (default tempo).
+    with, timed by reference_tempo (default tempo). objects (and reference_objects): the
+    difficulty's bombs, walls, arcs and chains too, scored by object_card.
     """
     notes = sorted(notes)
     times = note_seconds(notes, tempo)
@@ -293,6 +297,8 @@ def scorecard(
         ours, theirs = density_curve(times, span, bins), density_curve(reference_times, span, bins)
         both_vary = bins > 2 and ours.std() > 0 and theirs.std() > 0
         card["density_correlation"] = float(np.corrcoef(ours, theirs)[0, 1]) if both_vary else None
+    if objects is not None:
+        card |= object_card(objects, tempo, duration, reference_objects, reference_tempo, tolerance)
     return card
 
 

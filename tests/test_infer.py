@@ -172,7 +172,7 @@ def test_grammar_keeps_every_object_kind_to_the_rules_of_play(seed):
         assert note_tokens_error(tokens, ticks) is None
         objects = placed_objects(generated_notes(row), 0)
         card = object_card(objects, TempoMap.steady(120), 8.0)
-        broken = ("bombs_in_the_way", "walls_over_notes", "walls_hiding_notes", "broken_arcs", "broken_chains")
+        broken = ("bombs_in_the_way", "walls_over_notes", "walls_in_view", "arcs_off_notes", "chains_off_notes")
         assert {k: card[k] for k in broken} == dict.fromkeys(broken, 0)
         assert all(w.beat + w.duration <= ticks / 48 and w.duration >= 1 / 8 for w in objects.obstacles)
         assert all(c.tail_beat <= c.head.beat + 1 for c in objects.chains)
@@ -431,8 +431,8 @@ def test_every_object_kind_reaches_a_level_bsmap_loads(tmp_path, untrained, caps
     from maps import TempoMap
 
     card = object_card(expert.objects, TempoMap.steady(120), 30.0)
-    assert [card[k] for k in ("bombs_in_the_way", "walls_over_notes", "walls_hiding_notes")] == [0, 0, 0]
-    assert [card[k] for k in ("broken_arcs", "broken_chains")] == [0, 0]
+    assert [card[k] for k in ("bombs_in_the_way", "walls_over_notes", "walls_in_view")] == [0, 0, 0]
+    assert [card[k] for k in ("arcs_off_notes", "chains_off_notes")] == [0, 0]
     # each switch turns its kind off in the grammar
     assert (
         infer.main([str(song), *args, "--output", str(tmp_path / "off"), "--no-bombs", "--no-walls", "--no-arcs"]) == 0

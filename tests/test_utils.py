@@ -301,7 +301,7 @@ def test_lightshow_modes_and_seed():
 def test_generated_level_declares_itself_and_carries_its_lights():
     files, level = synth_level(0, bars=4)
     song = load_audio(files["song.egg"], OUTPUT_RATE)
-    notes = {d.difficulty: d.notes for d in level.difficulties}
+    notes = {d.difficulty: d.objects for d in level.difficulties}
     generator = {"checkpoint": "run1", "seed": 7, "temperature": 0.8}
     tempo = TempoMap.steady(level.bpm)
     package = level_package(notes, tempo, song, LevelInfo("Song", "Artist", generator=generator, seed=7))
