@@ -34,7 +34,8 @@ def zip_bytes(files: dict[str, bytes]) -> bytes:
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory):
-    """A tiny checkpoint with random weights, saved as train.py saves one (the web tests' model)."""
+    """A tiny checkpoint with random weights, saved as train.py saves one (the web tests' model), writing every
+    kind of object."""
     from test_infer import _args, _save_checkpoint
 
     import train
@@ -42,7 +43,8 @@ def model_dir(tmp_path_factory):
 
     args = _args(tmp_path_factory.mktemp("tiny_model"))
     model, _ = train.load_model(args)
-    _save_checkpoint(args, model, create_audio_tokenizer(weights="random"), {"levels": 0})
+    learned = {"bomb": 1, "wall": 1, "arc": 1, "chain": 1}  # as if its maps held every kind: all switches on
+    _save_checkpoint(args, model, create_audio_tokenizer(weights="random"), {"levels": 0, "objects": learned})
     return args.output_dir
 
 

@@ -138,6 +138,14 @@ def test_a_song_becomes_a_level_with_preview_notes_scores_and_a_download(client,
     assert download.status_code == 200 and "My%20Song.zip" in download.headers["content-disposition"]
     level = tmp_level(download.content)
     assert {d.difficulty for d in level.difficulties} == {"Normal", "Expert"}
+    saved = next(d for d in level.difficulties if d.difficulty == "Expert").objects.counts()
+    for kind in ("bombs", "walls", "arcs", "chains"):  # the canvas gets every object the zip holds
+        assert len(expert[kind]) == expert["scores"].get(kind, 0) == saved[kind]
+        assert all(0 <= row[0] < 60 for row in expert[kind])  # seconds of the song
+    for start, end, x, y, width, height in expert["walls"]:
+        assert start < end and 0 <= x < x + width <= 4 and 0 <= y < y + height <= 5
+    for head, x0, y0, tail, x1, y1, *_ in expert["arcs"] + expert["chains"]:
+        assert head < tail and all(0 <= v < 4 for v in (x0, x1)) and all(0 <= v < 3 for v in (y0, y1))
     audio = client.get(f"/jobs/{job_id}/song.egg")
     assert audio.headers["content-type"] == "audio/ogg"
     assert sf.info(io.BytesIO(audio.content)).duration > 5  # the level's own song, which the preview plays

@@ -229,7 +229,7 @@ def level_result(mapped: infer.Mapped, job: Job) -> dict:
         def seconds(beats: list[float]) -> list[float]:
             return [round(float(t), 4) for t in mapped.beats.seconds_at(beats)] if beats else []
 
-        walls = objects.obstacles
+        walls, arcs = objects.obstacles, objects.arcs
         difficulties[name] = {
             # [[seconds, ...fields]] each sorted by time, in seconds of the level's song
             "notes": [[t, n.x, n.y, n.color, n.direction] for t, n in zip(seconds([n.beat for n in notes]), notes)],
@@ -238,6 +238,20 @@ def level_result(mapped: infer.Mapped, job: Job) -> dict:
                 [t, end, w.x, w.y, w.width, w.height]
                 for t, end, w in zip(
                     seconds([w.beat for w in walls]), seconds([w.beat + w.duration for w in walls]), walls
+                )
+            ],
+            # arcs: [[head seconds, x, y, tail seconds, x, y, colour]]; chains: [[head seconds, x, y, tail
+            # seconds, tail x, tail y, slices, colour]]
+            "arcs": [
+                [h, a.head.x, a.head.y, t, a.tail.x, a.tail.y, a.head.color]
+                for h, t, a in zip(seconds([a.head.beat for a in arcs]), seconds([a.tail.beat for a in arcs]), arcs)
+            ],
+            "chains": [
+                [h, c.head.x, c.head.y, t, c.tail_x, c.tail_y, c.slices, c.head.color]
+                for h, t, c in zip(
+                    seconds([c.head.beat for c in objects.chains]),
+                    seconds([c.tail_beat for c in objects.chains]),
+                    objects.chains,
                 )
             ],
             "scores": {
