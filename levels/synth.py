@@ -86,24 +86,27 @@ def _synth_notes(hits: list[tuple[float, str]], expert: bool, rng: np.random.Gen
 # styles; only the "lead" drums (kick, snare, toms) carry notes, while hats, a bass line and
 # chords play throughout and carry none, so counting beats cannot stand in for listening.
 SECTION_BARS = 4
+PHRASE_BARS = 2  # half a section: fills close a phrase, arcs stay inside one (phrases tile every window)
 SECTION_STYLES = ("rest", "sparse", "groove", "syncopated", "triplets", "dense")
 HARD_BPM_RANGE = (60.0, 200.0)
 LEAD = ("kick", "snare", "tom")  # the instruments that carry notes
 
 
 def _hard_drum_sounds(rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """_drum_sounds plus a pitched tom, an open hat and a plucked bass note (pitch set per hit)."""
+    """_drum_sounds plus a pitched tom, an open hat, a cowbell and a plucked bass note (pitch set per hit)."""
     sounds = _drum_sounds(rng)
     t, env = _envelope(0.25, 16)
     sounds["tom"] = 0.8 * np.sin(2 * np.pi * np.cumsum(160 + 60 * np.exp(-t * 20)) / SYNTH_RATE) * env
     t, env = _envelope(0.25, 18)
     sounds["open hat"] = 0.15 * np.diff(rng.standard_normal(t.size + 1)) * env
+    t, env = _envelope(0.2, 25)
+    sounds["bell"] = 0.25 * sum(np.sign(np.sin(2 * np.pi * f * t)) for f in (540.0, 800.0)) * env  # an 808 cowbell
     return sounds
 
 
-def _bar_lead(style: str, rng: np.random.Generator, last_of_section: bool) -> list[tuple[float, str]]:
-    """(beat in the bar, instrument) of one bar's lead hits in a section style; the last bar of a
-    section ends with a fill (sixteenth snares or toms) now and then."""
+def _bar_lead(style: str, rng: np.random.Generator, ends_phrase: bool) -> list[tuple[float, str]]:
+    """(beat in the bar, instrument) of one bar's lead hits in a section style; the last bar of each
+    PHRASE_BARS ends with a fill (sixteenth snares or toms) now and then."""
     if style == "rest":
         return []
     if style == "sparse":
@@ -119,7 +122,7 @@ def _bar_lead(style: str, rng: np.random.Generator, last_of_section: bool) -> li
         hits += [(3 + i / 3, "tom") for i in range(3)] if rng.random() < 0.5 else [(3.0, "snare")]
     else:  # dense
         hits = [(b / 2, "kick" if b % 4 == 0 else "snare" if b % 4 == 2 else "tom") for b in range(8)]
-    if last_of_section and rng.random() < 0.5:
+    if ends_phrase and rng.random() < 0.5:
         kind = "snare" if rng.random() < 0.5 else "tom"
         hits = [h for h in hits if h[0] < 3] + [(3 + i / 4, kind) for i in range(4)]
     return hits
@@ -127,8 +130,8 @@ def _bar_lead(style: str, rng: np.random.Generator, last_of_section: bool) -> li
 
 def _hard_hits(rng: np.random.Generator, bars: int) -> tuple[list[tuple[float, str]], list[str]]:
     """((beat, instrument) of every hit of a hard song, the style of each bar): LEAD_IN_BARS bars of hats
-    only, then sections of varied styles under hats (eighths, or sixteenths in busy sections), an open
-    hat and bass notes on off-beats."""
+    only, then sections of varied styles under hats (eighths, or sixteenths in busy sections), open
+    hats, cowbells and bass notes on off-beats."""
     hits, styles = [], []
     style = "rest"
     for bar in range(bars):
@@ -138,11 +141,13 @@ def _hard_hits(rng: np.random.Generator, bars: int) -> tuple[list[tuple[float, s
             style = str(rng.choice(SECTION_STYLES, p=[0.15, 0.2, 0.15, 0.2, 0.15, 0.15]))
         styles.append(style)
         if bar >= LEAD_IN_BARS:
-            hits += [(start + b, kind) for b, kind in _bar_lead(style, rng, section_bar == SECTION_BARS - 1)]
+            ends_phrase = section_bar % PHRASE_BARS == PHRASE_BARS - 1
+            hits += [(start + b, kind) for b, kind in _bar_lead(style, rng, ends_phrase)]
         step = 0.25 if style == "dense" else 0.5
         hits += [(start + i * step, "hat") for i in range(int(BEATS_PER_BAR / step)) if rng.random() < 0.9]
         hits += [(start + b + 0.5, "open hat") for b in range(BEATS_PER_BAR) if rng.random() < 0.2]
         hits += [(start + b + 0.5, "bass") for b in range(BEATS_PER_BAR) if rng.random() < 0.5]
+        hits += [(start + b + 0.5, "bell") for b in range(BEATS_PER_BAR) if rng.random() < 0.2]
     return sorted(hits), styles
 
 
@@ -232,35 +237,30 @@ def _hard_objects(
     - walls through rests and over dense runs: a full-height wall over the left lane through each even
       bar of a rest section and over the right lane through each odd one; a duck wall over the top row
       (where these notes never go) for the first half of each bar of a dense section;
-    - bombs on open hats: one in the top row's middle cells (left one on a bar's first half) on each
-      open hat where no hand sweeps (playability.bomb_clear);
+    - bombs on cowbells: one in the top row's middle cells (left one on a bar's first half) on each
+      cowbell where no hand sweeps (playability.bomb_clear);
     - arcs in sparse sections: each note there joined to its colour's previous note when that is in the
-      same section;
-    - chains on fills: the first upward note of a section's closing run of sixteenths heads a chain to
-      the top row, 1/8 beat long, in 3 slices."""
+      same phrase (PHRASE_BARS bars, which every window of whole phrases holds whole);
+    - chains on fills: each upward note of a phrase's closing run of sixteenths heads a chain to the top
+      row, 1/8 beat long, in 3 slices."""
     bars = range(LEAD_IN_BARS, len(styles))
     walls = rest_walls(bar for bar in bars if styles[bar] == "rest")
     walls += [duck_wall(bar) for bar in bars if styles[bar] == "dense"]
-    open_hats = [beat for beat, kind in hits if kind == "open hat" and beat >= LEAD_IN_BARS * BEATS_PER_BAR]
-    bombs = bombs_on(open_hats, notes, walls)
+    bells = [beat for beat, kind in hits if kind == "bell" and beat >= LEAD_IN_BARS * BEATS_PER_BAR]
+    bombs = bombs_on(bells, notes, walls)
 
-    def section(note: Note) -> int:
-        return int(note.beat // BEATS_PER_BAR - LEAD_IN_BARS) // SECTION_BARS
+    def phrase(note: Note) -> int:
+        return int(note.beat // BEATS_PER_BAR - LEAD_IN_BARS) // PHRASE_BARS
 
     def sparse(head: Note, note: Note) -> bool:
-        return styles[int(note.beat // BEATS_PER_BAR)] == "sparse" and section(head) == section(note)
+        return styles[int(note.beat // BEATS_PER_BAR)] == "sparse" and phrase(head) == phrase(note)
 
     arcs = arcs_where(notes, sparse)
     chains = []
-    for bar in range(LEAD_IN_BARS + SECTION_BARS - 1, len(styles), SECTION_BARS):
+    for bar in range(LEAD_IN_BARS + PHRASE_BARS - 1, len(styles), PHRASE_BARS):
         fill = (bar * BEATS_PER_BAR + 3, (bar + 1) * BEATS_PER_BAR)  # the bar's last beat
         if sum(fill[0] <= b < fill[1] and kind in LEAD for b, kind in hits) == 4:  # a run of sixteenths
-            heads = (up_chain(n, 0.125) for n in notes if fill[0] <= n.beat < fill[1])
-            chains += (
-                [next(c for c in heads if c)]
-                if any(up_chain(n, 0.125) for n in notes if fill[0] <= n.beat < fill[1])
-                else []
-            )
+            chains += filter(None, (up_chain(n, 0.125) for n in notes if fill[0] <= n.beat < fill[1]))
     return Objects(notes, bombs, walls, arcs, chains)
 
 
