@@ -457,7 +457,7 @@ def starter_corpus(folder: Path) -> None:
         write_real_corpus(real, f"{folder}-held-out")
     except ProjectError as e:
         print(f"train.py --starter: {e}; the starter trains on synthetic songs only", file=sys.stderr)
-    current = [z for z in synth.glob("*.zip") if rules_of(z) >= CORPUS_RULES]  # older rules: no bombs or walls
+    current = [z for z in synth.glob("*.zip") if rules_of(z) >= CORPUS_RULES]  # by older rules: redo
     if len(current) < STARTER_SYNTH_SONGS:
         write_synth_corpus(synth, songs=STARTER_SYNTH_SONGS, hard=True, bars=13)
 
