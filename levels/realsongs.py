@@ -194,14 +194,16 @@ def project_objects(project: Project, notes: list[Note], expert_notes: list[Note
     offbeat = hats[(hats % LMMS_TICKS_PER_BEAT == LMMS_TICKS_PER_BEAT // 2) & ~np.isin(hats, lead)]
     firsts = offbeat[np.unique(offbeat // bar_ticks, return_index=True)[1]] if len(offbeat) else offbeat
     objects.bombs = bombs_on(
-        [t / LMMS_TICKS_PER_BEAT for t in firsts if t / LMMS_TICKS_PER_BEAT >= notes[0].beat], notes, objects.obstacles
+        [t / LMMS_TICKS_PER_BEAT for t in firsts.tolist() if t / LMMS_TICKS_PER_BEAT >= notes[0].beat],
+        notes,
+        objects.obstacles,
     )
     objects.arcs = arcs_where(notes, lambda head, tail: ARC_BEATS[0] <= tail.beat - head.beat <= ARC_BEATS[1])
     if expert:
         for note in notes:
             tick = round(note.beat * LMMS_TICKS_PER_BEAT)
             roll = lead[(lead > tick) & (lead <= tick + ROLL_TICKS)]
-            chain = up_chain(note, (roll[-1] - tick) / LMMS_TICKS_PER_BEAT) if len(roll) >= 2 else None
+            chain = up_chain(note, (int(roll[-1]) - tick) / LMMS_TICKS_PER_BEAT) if len(roll) >= 2 else None
             objects.chains += [chain] if chain else []
     return objects
 

@@ -101,6 +101,9 @@ def test_the_level_carries_every_kind_of_object_by_the_rules(tmp_path):
         card = object_card(objects, TempoMap.steady(level.bpm), 16.0)
         broken = {k: v for k, v in card.items() if not k.endswith("_per_second") and v}
         assert not broken, broken  # the rules break no rule of play
+    assert all(type(b.beat) is float for b in expert.bombs) and all(type(c.tail_beat) is float for c in expert.chains)
+    # written and read back
+    assert load_level(level_files(level)).difficulties[1].objects.counts() == expert.objects.counts()
 
 
 def test_a_level_older_rules_wrote_gets_new_level_files_and_keeps_its_render(tmp_path, monkeypatch):
