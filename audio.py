@@ -369,6 +369,8 @@ REGION_RELATIVES = (3 / 2, 2 / 3, 4 / 3, 3 / 4)  # a tracker's region may be off
 REGION_GAIN = 1.5  # ... when a relative folds this much sharper than the tracker's tempo
 REGION_SPAN, REGION_STEPS = 0.01, 41  # a region's tempo refined within +-1% ...
 REGION_FINE_SPAN, REGION_FINE_STEPS = 0.001, 21  # ... then within +-0.1%
+REGION_PHASE_GAIN = 1.2  # a region grid off the tracker's phase must hit onsets this much stronger there
+PHASE_KEPT = 0.25  # beats: inside a long run at one tempo, refinement may move a beat this far, no further
 GRID_REACH = 2  # envelope frames (12 ms): a region's grid beat is judged by the onset peak this close
 
 
@@ -685,6 +687,29 @@ def _envelope_beats(envelope: np.ndarray, guide: np.ndarray) -> np.ndarray:
     return np.array(chain[::-1], dtype=np.float64) / ENVELOPE_RATE
 
 
+def _region_phase_kept(times: np.ndarray, refined: np.ndarray) -> np.ndarray:
+    """times: [k] beats whose long runs at one tempo were phased by each run's whole fold (_region_beats),
+    refined: [n] the same moved onto the onsets (_envelope_beats) -> refined, except that inside each long
+    run a beat moved more than PHASE_KEPT of a beat off times' beats gives way to times' own there. A run's
+    quiet passages (a lead-in of hats, a rest under an off-beat bass) have their loudest onsets between the
+    beats; the run's whole fold, kicks and snares included, decides their phase, not their own onsets."""
+    period = np.interp(refined, times[:-1], np.diff(times))  # [n] seconds per beat about each refined beat
+    offset = np.abs(refined[:, None] - times[None, :]).min(axis=1) / period  # [n] beats off times' nearest
+    inside = np.zeros(refined.size, dtype=bool)
+    own = []
+    for i, j in _tempo_runs(times):
+        if j - i >= REGION_BEATS:
+            inside |= (refined >= times[i]) & (refined < times[j])
+            own.append(times[i:j])
+    moved = inside & (offset > PHASE_KEPT)
+    if not moved.any():
+        return refined
+    kept = refined[~moved]  # [m] refined beats that stayed near the run's phase, or lie outside long runs
+    restored = np.concatenate(own) if own else times[:0]
+    restored = restored[np.abs(restored[:, None] - kept[None, :]).min(axis=1) > PHASE_KEPT * np.median(np.diff(times))]
+    return np.sort(np.concatenate([kept, restored]))
+
+
 def _tempo_runs(times: np.ndarray) -> list[tuple[int, int]]:
     """times: [k] beat times -> [(i, j)] beat index ranges (beats i..j) of one tempo each: runs whose
     local period (median over +-4 beats, so one odd interval where two fitted lines meet is no change)
@@ -743,6 +768,22 @@ def _onset_peaks(envelope: np.ndarray, reach: int) -> np.ndarray:
     return np.max([np.roll(envelope, shift) for shift in range(-reach, reach + 1)], axis=0)
 
 
+def _grid_wins(peaks: np.ndarray, grid: np.ndarray, own: np.ndarray) -> bool:
+    """peaks: [frames] onset peaks (_onset_peaks), grid: [g] a region's single-grid beats, own: [k] the
+    tracker's beats over the same span -> whether the grid replaces them. Where the two keep the same
+    phase the one on stronger onsets wins; where they sit more than PHASE_KEPT of a beat apart (one of
+    them on the off-beat) the grid must hit REGION_PHASE_GAIN times stronger onsets there: when a
+    passage's on- and off-beats are about as loud, the tracker's model of the metre is the better witness."""
+    if own.size < 2 or grid.size < 2:
+        return _onset_strength(peaks, grid) >= _onset_strength(peaks, own)
+    period = float(np.median(np.diff(own)))
+    apart = np.abs(own[:, None] - grid[None, :]).min(axis=1) > PHASE_KEPT * period  # [k] own beats off the grid
+    if not apart.any():
+        return _onset_strength(peaks, grid) >= _onset_strength(peaks, own)
+    grid_apart = grid[np.abs(grid[:, None] - own[None, :]).min(axis=1) > PHASE_KEPT * period]
+    return _onset_strength(peaks, grid_apart) >= REGION_PHASE_GAIN * _onset_strength(peaks, own[apart])
+
+
 def _region_beats(envelope: np.ndarray, times: np.ndarray, duration: float) -> np.ndarray:
     """times: [k] beat times following a tracker -> [n] the same with every long stretch at one tempo
     (_tempo_runs) replaced by the single grid its onsets fold onto (_region_grid), where that grid's
@@ -763,7 +804,7 @@ def _region_beats(envelope: np.ndarray, times: np.ndarray, duration: float) -> n
         grid = beat + period * np.arange(math.floor((start - beat) / period), math.ceil((end - beat) / period) + 1)
         grid = grid[(grid >= start) & (grid < end)]
         within = own[(own >= start) & (own < end)]
-        pieces.append(grid if _onset_strength(peaks, grid) >= _onset_strength(peaks, within) else own)
+        pieces.append(grid if _grid_wins(peaks, grid, within) else own)
     beats = np.sort(np.concatenate([*pieces, times[-1:]]))
     # where two pieces meet, a beat closer than half the local period to the one before is the same beat
     period = np.interp(beats, times[:-1], np.diff(times))
@@ -856,6 +897,7 @@ def _tempo_change(
         times = _region_beats(envelope, _curve_at(curve, ratio, envelope, duration), duration)
         # the tracker's beats moved onto the onsets (phase slips, lag after a change), if that fits them better
         refined = _from_zero(_extended(beat_curve(_envelope_beats(envelope, times)), duration))
+        refined = _region_phase_kept(times, refined)
         (hits, grid_hits), (refined_hits, _) = _hits(envelope, times, grid), _hits(envelope, refined, grid)
         if refined_hits >= hits:
             times, hits = refined, refined_hits

@@ -198,6 +198,20 @@ def _wall_kept(wall: Obstacle, notes: list[Note]) -> Obstacle | None:
     return wall._replace(duration=min(under) - wall.beat) if min(under) - wall.beat >= MIN_WALL_BEATS else None
 
 
+def _chain_following(chain: Chain, notes_by_slot: dict) -> Chain:
+    """The chain on its head as repaired (notes_by_slot: (tick, x, y, colour) -> Note): where a parity flip
+    turned the head to the opposite cut, the tail is mirrored through the head so that the chain still runs
+    along the cut; unchanged where the mirror leaves the grid (chain_whole then drops it)."""
+    head = notes_by_slot.get((*slot(chain.head), chain.head.color))
+    if head is None:
+        return chain
+    x, y = 2 * head.x - chain.tail_x, 2 * head.y - chain.tail_y
+    flipped = head.direction == OPPOSITE.get(chain.head.direction)
+    if flipped and 0 <= x < GRID_COLUMNS and 0 <= y < GRID_ROWS:
+        return chain._replace(head=head, tail_x=x, tail_y=y)
+    return chain._replace(head=head)
+
+
 def repair_objects(
     objects: Objects, tempo: TempoMap | None = None, max_notes_per_beat: float | None = None
 ) -> tuple[Objects, Counter]:
@@ -224,8 +238,6 @@ def repair_objects(
         if arc_whole(arc, by_slot)
     ]
     repairs["broken arcs dropped"] = len(objects.arcs) - len(arcs)
-    chains = [
-        c._replace(head=by_slot[(*slot(c.head), c.head.color)]) for c in objects.chains if chain_whole(c, by_slot)
-    ]
+    chains = [c for c in (_chain_following(c, by_slot) for c in objects.chains) if chain_whole(c, by_slot)]
     repairs["broken chains dropped"] = len(objects.chains) - len(chains)
     return Objects(notes, bombs, walls, sorted(arcs), sorted(chains)), repairs

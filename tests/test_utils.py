@@ -428,3 +428,18 @@ def test_repair_keeps_bombs_walls_arcs_and_chains_to_the_rules_of_play():
     assert repairs["walls cut short of a note"] == 1 and repairs["walls dropped"] == 2
     assert [a.tail.beat for a in kept.arcs] == [5] and repairs["broken arcs dropped"] == 1
     assert [(c.tail_x, c.tail_y) for c in kept.chains] == [(3, 2)] and repairs["broken chains dropped"] == 1
+
+
+def test_a_chain_whose_head_parity_flips_turns_with_it():
+    from levels.playability import repair_objects
+    from maps import DOWN, LEFT, RIGHT, UP, Objects
+
+    # the red hand swings down twice (beats 4, 5), then right twice (6, 7): the parity repair turns the second
+    # of each pair, both chain heads
+    notes = [Note(4, 1, 1, 0, DOWN), Note(5, 1, 1, 0, DOWN), Note(6, 0, 1, 0, RIGHT), Note(7, 0, 1, 0, RIGHT)]
+    chains = [Chain(notes[1], 5.125, 1, 0, 3, 1.0), Chain(notes[3], 7.125, 2, 1, 3, 1.0)]
+    kept, repairs = repair_objects(Objects(notes, [], [], [], chains))
+    heads = {c.head.beat: c for c in kept.chains}
+    assert [n.direction for n in kept.notes] == [DOWN, UP, RIGHT, LEFT]  # beats 5 and 7 flipped
+    assert (heads[5].head.direction, heads[5].tail_x, heads[5].tail_y) == (UP, 1, 2)  # mirrored: up to the top row
+    assert 7 not in heads and repairs["broken chains dropped"] == 1  # its mirror (x -2) leaves the grid
