@@ -71,6 +71,7 @@ from maps import BEAT_TEMPO_TOLERANCE, HelpFormatter, Objects, TempoMap, atomic_
 EXIT_USAGE = 2
 STARTER_DIR = "output/starter"  # where train.py --starter saves the offline starter model
 DEFAULT_MODELS = ("output", STARTER_DIR)  # --model when not given: the first that holds a model
+REPO = Path(__file__).resolve().parent  # where DEFAULT_MODELS are also looked for, after the working directory
 MIN_SONG_SECONDS = 5.0
 MAX_SONG_MINUTES = 15.0  # longer files are refused: few levels run past 10 minutes, and CPU mapping would take hours
 MAX_SONG_BYTES = 256 << 20  # a 15-minute 24-bit stereo WAV fits; lossy files are far smaller
@@ -326,10 +327,13 @@ def auto_dtype(path: str, device: torch.device) -> str:
 
 
 def default_model() -> str:
-    """The first of DEFAULT_MODELS that holds a model, or a UsageError saying how to get one."""
-    for folder in DEFAULT_MODELS:
-        if (Path(folder) / "automapper.json").is_file():
-            return folder
+    """The first of DEFAULT_MODELS that holds a model, under the working directory and then beside this
+    file (infer.py run from a music folder still finds the repo's models), or a UsageError saying how to
+    get one."""
+    for root in dict.fromkeys((Path.cwd(), REPO)):
+        for folder in DEFAULT_MODELS:
+            if (root / folder / "automapper.json").is_file():
+                return folder if root == Path.cwd() else str(root / folder)
     raise UsageError(
         "no model: build the starter model with `python train.py --starter` (about 30 minutes on a CPU, no GPU "
         "or download needed), or pass --model DIR"

@@ -36,7 +36,7 @@ from data import PEAK_NOTES_PER_BEAT  # noqa: E402
 from infer import STARTER_DIR  # noqa: E402
 from levels.playability import MIN_NOTE_SECONDS  # noqa: E402
 from levels.scorecard import Onsets, onset_seconds, scorecard, song_onsets  # noqa: E402
-from maps import Note, TempoMap, load_level, plain_notes, read_level_file  # noqa: E402
+from maps import OBJECT_NAMES, Note, TempoMap, load_level, plain_notes, read_level_file  # noqa: E402
 
 DIFFICULTIES = ("Normal", "Expert")
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "maps"
@@ -123,11 +123,18 @@ def main() -> None:
         raise SystemExit("bench_starter.py: no songs: build the corpus (train.py --starter) and/or ../shared")
     rows: dict[str, dict[str, list[dict]]] = {name: {} for name in sets}
     caps_kept = True
+    kinds: dict[tuple[str, str], list[dict[str, float]]] = {}  # (set, difficulty) -> per song {kind: per second}
     with tempfile.TemporaryDirectory() as tmp:
         for set_name, paths in sets.items():
             for path in paths:
                 onsets = song_onsets(load_level(path))
-                ours = map_song(Path(args.model), path, Path(tmp) / path.stem)
+                mapped = map_song(Path(args.model), path, Path(tmp) / path.stem)
+                # ours: {difficulty: colour notes}; the other kinds are counted per second of song
+                ours = {d: objects.notes for d, objects in mapped.items()}
+                for d, objects in mapped.items():
+                    kinds.setdefault((set_name, d), []).append(
+                        {k: n / onsets.duration for k, n in objects.counts().items() if k != "notes"}
+                    )
                 caps_kept &= all(busiest_beat(ours[d]) <= PEAK_NOTES_PER_BEAT[d] for d in DIFFICULTIES)
                 counts = {d: len(ours[d]) for d in DIFFICULTIES}
                 entries = {"starter": ours} | baselines(path, counts)
@@ -147,6 +154,10 @@ def main() -> None:
                 f"{set_name:16}{who:22}{len(figures):>6}{mean['f1']:>11.3f}{mean['lift']:>7.2f}"
                 f"{mean['nps Normal']:>12.2f}{mean['nps Expert']:>12.2f}"
             )
+    print(f"\n{'starter objects per second':38}" + "".join(f"{k:>8}" for k in OBJECT_NAMES[1:]))
+    for (set_name, d), figures in kinds.items():
+        per_kind = "".join(f"{np.mean([f[k] for f in figures]):>8.2f}" for k in OBJECT_NAMES[1:])
+        print(f"{set_name + ' ' + d:38}{per_kind}")
     human = means.get(("human fixtures", "starter"), {"f1": float("nan"), "lift": float("nan")})
     onset = means.get(("human fixtures", "onsets (same count)"), {"f1": float("nan")})
     corpus = means.get(("held-out LMMS", "starter"), {"f1": float("nan")})

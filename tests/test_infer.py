@@ -611,6 +611,7 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path, untrained, capsys, monkeypatc
     # the model is checked before any audio work: a missing one is named even when the song is missing too
     assert "no model at" in error(str(tmp_path / "missing.ogg"), "--model", str(tmp_path / "nowhere"))
     monkeypatch.chdir(tmp_path)  # no output/ and no output/starter here: how to get a model, in one line
+    monkeypatch.setattr(infer, "REPO", tmp_path)  # nor beside infer.py
     assert "python train.py --starter" in error(str(tmp_path / "missing.ogg"))
     empty = tmp_path / "empty.ogg"
     empty.write_bytes(b"")
@@ -629,3 +630,16 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path, untrained, capsys, monkeypatc
     info = json.loads((untrained / "automapper.json").read_text()) | {"token_space_version": 0}
     (other / "automapper.json").write_text(json.dumps(info))
     assert "token space version 0" in error(str(song), "--bpm", "87", "--model", str(other))
+
+
+def test_the_starter_beside_infer_py_is_found_from_any_folder(tmp_path, monkeypatch):
+    repo, music = tmp_path / "repo", tmp_path / "music"
+    (repo / infer.STARTER_DIR).mkdir(parents=True)
+    (repo / infer.STARTER_DIR / "automapper.json").write_text("{}")
+    music.mkdir()
+    monkeypatch.chdir(music)
+    monkeypatch.setattr(infer, "REPO", repo)
+    assert infer.default_model() == str(repo / infer.STARTER_DIR)
+    (music / "output").mkdir()
+    (music / "output" / "automapper.json").write_text("{}")  # a model of the user's own, here, comes first
+    assert infer.default_model() == "output"
