@@ -14,9 +14,8 @@ from maps import BEATS_PER_BAR, DOWN, UP, Arc, Bomb, Chain, MapError, Note, Obst
 RED_COLUMNS, BLUE_COLUMNS = (0, 1), (2, 3)  # the left hand's columns, the right hand's
 # the corpus rules' version, written in each corpus level's Info.dat (_customData[RULES_KEY]); a corpus level
 # written by older rules is rewritten (a real song's render kept). 2: bombs, walls, arcs and chains; 3: synthetic
-# bombs on cowbells, arcs inside a phrase, a chain on each upward note of a fill; 4: a synthetic cowbell sounds
-# alone, a sixteenth after the off-beat
-CORPUS_RULES = 4
+# bombs on cowbells, arcs inside a phrase, a chain on each upward note of a fill
+CORPUS_RULES = 3
 RULES_KEY = "_corpusRules"
 
 

@@ -90,7 +90,6 @@ PHRASE_BARS = 2  # half a section: fills close a phrase, arcs stay inside one (p
 SECTION_STYLES = ("rest", "sparse", "groove", "syncopated", "triplets", "dense")
 HARD_BPM_RANGE = (60.0, 200.0)
 LEAD = ("kick", "snare", "tom")  # the instruments that carry notes
-BELL_BEAT = 0.75  # cowbells (bomb cues) sound on this sixteenth of a beat, which hats, bass and most leads leave free
 
 
 def _hard_drum_sounds(rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -132,8 +131,7 @@ def _bar_lead(style: str, rng: np.random.Generator, ends_phrase: bool) -> list[t
 def _hard_hits(rng: np.random.Generator, bars: int) -> tuple[list[tuple[float, str]], list[str]]:
     """((beat, instrument) of every hit of a hard song, the style of each bar): LEAD_IN_BARS bars of hats
     only, then sections of varied styles under hats (eighths, or sixteenths in busy sections), open
-    hats and bass notes on off-beats, and cowbells a sixteenth after them (BELL_BEAT), where no other
-    hit falls."""
+    hats, cowbells and bass notes on off-beats."""
     hits, styles = [], []
     style = "rest"
     for bar in range(bars):
@@ -149,9 +147,7 @@ def _hard_hits(rng: np.random.Generator, bars: int) -> tuple[list[tuple[float, s
         hits += [(start + i * step, "hat") for i in range(int(BEATS_PER_BAR / step)) if rng.random() < 0.9]
         hits += [(start + b + 0.5, "open hat") for b in range(BEATS_PER_BAR) if rng.random() < 0.2]
         hits += [(start + b + 0.5, "bass") for b in range(BEATS_PER_BAR) if rng.random() < 0.5]
-        bells = [start + b + BELL_BEAT for b in range(BEATS_PER_BAR) if rng.random() < 0.2]
-        taken = {beat for beat, _ in hits}
-        hits += [(beat, "bell") for beat in bells if beat not in taken]  # a cowbell only where it sounds alone
+        hits += [(start + b + 0.5, "bell") for b in range(BEATS_PER_BAR) if rng.random() < 0.2]
     return sorted(hits), styles
 
 
@@ -242,7 +238,7 @@ def _hard_objects(
       bar of a rest section and over the right lane through each odd one; a duck wall over the top row
       (where these notes never go) for the first half of each bar of a dense section;
     - bombs on cowbells: one in the top row's middle cells (left one on a bar's first half) on each
-      cowbell where no hand sweeps (playability.bomb_clear); a cowbell sounds alone on its sixteenth;
+      cowbell where no hand sweeps (playability.bomb_clear);
     - arcs in sparse sections: each note there joined to its colour's previous note when that is in the
       same phrase (PHRASE_BARS bars, which every window of whole phrases holds whole);
     - chains on fills: each upward note of a phrase's closing run of sixteenths heads a chain to the top
