@@ -15,7 +15,7 @@ import os
 import re
 import sys
 from collections import Counter, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
@@ -71,6 +71,10 @@ DIFFICULTIES = tuple(DIFFICULTY_RANKS)  # Easy .. ExpertPlus
 # the grammar's default cap on notes in any one-beat span, by difficulty: about the 99th percentile of the
 # busiest beats in the human fixture maps (Expert 4-5, ExpertPlus 5-8), so only bursts beyond them are cut
 PEAK_NOTES_PER_BEAT = {"Easy": 3, "Normal": 3, "Hard": 4, "Expert": 5, "ExpertPlus": 6}
+# the density floor, by difficulty: every span of this many beats in which the music plays holds a note (where
+# the model wrote none, the grammar puts one on the span's strongest onset); at 120 BPM one note per 4 s (Easy) to
+# one per second (Expert+), far below human maps' usual density, so it only fills what would be a silent gap
+FLOOR_BEATS = {"Easy": 8, "Normal": 4, "Hard": 4, "Expert": 2, "ExpertPlus": 2}
 BOMBS_AND_WALLS_PER_BEAT = 4  # the grammar's cap on bombs and walls together in any one-beat span
 MAX_LENGTH_TICKS = CHUNK_BEATS * PPQ  # a wall or chain lasts at most one window (1 tick resolution)
 CHAIN_SLICES = range(2, 9)  # the fixture maps' chains have 3-5 slices
@@ -596,6 +600,7 @@ class _RowState:
         self.walls: list[tuple[int, np.ndarray]] = []  # (end tick, [12] cells) of walls standing
         self.swings: list[tuple[int, np.ndarray]] = []  # (until tick, [12] cells) where hands sweep
         self.pending: int | None = None  # a wall or chain type waiting for its length token
+        self.note_tick = -1  # of its latest note, -1 before the first
 
 
 class NoteGrammar:
@@ -616,6 +621,8 @@ class NoteGrammar:
     - Arcs: into this tick's note of a colour from its latest earlier note in the window.
     - Chains: from this tick's arrow note of a colour to a cell along its cut, one per colour, then a
       length up to MAX_CHAIN_TICKS inside the window.
+    - The density floor (floors: per row, {tick: the first tick of its span}): at such a tick, where the row
+      has written no note since its span began, a note comes first (when one is allowed at all).
     Never the reserved direction, never an id outside the token space. One instance serves one
     generate() call over a batch of prompts of one (left-padded) length.
     """
@@ -626,8 +633,10 @@ class NoteGrammar:
         chunk_ticks: Sequence[int],
         max_notes_per_beat: float | Sequence[float] | None = None,
         kinds: Iterable[str] = ("note",),
+        floors: Sequence[Mapping[int, int]] | None = None,
     ):
         self.prompt_length = prompt_length
+        self.floors = list(floors) if floors is not None else [{} for _ in chunk_ticks]
         self.chunk_ticks = list(chunk_ticks)  # per row: ticks in its chunk (fewer for a song's last chunk)
         self.kinds = set(kinds)
         if not self.kinds <= set(KIND_NAMES):
@@ -660,6 +669,7 @@ class NoteGrammar:
                 state.notes.setdefault(color, []).append((x, y, direction))
                 state.cells[y * GRID_COLUMNS + x] = True
                 state.recent.append(state.tick)
+                state.note_tick = state.tick
                 state.swings.append((state.tick + SWING_TICKS, _swing_mask(x, y, direction)))
             if token in BOMB or token in WALL:
                 state.recent_others.append(state.tick)
@@ -765,6 +775,10 @@ class NoteGrammar:
             if tick >= 0:
                 allowed[row, NOTE.start : VOCAB_SIZE] = self._types(state, chunk_ticks - tick)
                 allowed[row, NOTE.stop : BOMB.start] = False  # audio, specials, difficulties
+                span = self.floors[row].get(tick)
+                if span is not None and state.note_tick < span and allowed[row, NOTE.start : NOTE.stop].any():
+                    allowed[row, NOTE.stop :] = False  # the floor: a note, before anything else at this tick
+                    continue
             later = grid[grid > tick]  # grid ticks still to write
             end = min(int(later[0]), chunk_ticks - 1) if len(later) else chunk_ticks - 1
             allowed[row, TIME.start + tick + 1 : TIME.start + end + 1] = True

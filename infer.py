@@ -40,6 +40,7 @@ from audio import (
     estimate_first_beat,
     estimate_tempo,
     load_audio,
+    onset_strengths,
     song_tags,
     truncation,
 )
@@ -47,6 +48,7 @@ from data import (
     BOMBS_AND_WALLS_PER_BEAT,
     DIFFICULTIES,
     EOS,
+    FLOOR_BEATS,
     KIND_NAMES,
     MARKER_TICKS,
     NOTES_ONLY_VERSIONS,
@@ -64,7 +66,7 @@ from data import (
 )
 from levels.lightshow import LIGHT_MODES
 from levels.package import OUTPUT_RATE, LevelInfo, cover_from_image, level_package, write_level
-from levels.playability import OBJECT_REPAIRS, REPAIRS, repair_objects
+from levels.playability import MIN_NOTE_SECONDS, OBJECT_REPAIRS, REPAIRS, repair_objects
 from levels.preview import preview_path, preview_png
 from maps import BEAT_TEMPO_TOLERANCE, HelpFormatter, Objects, TempoMap, atomic_file
 
@@ -80,6 +82,8 @@ DEFAULT_PORT = 8765
 DEFAULT_TEMPERATURE, DEFAULT_TOP_P = 0.8, 0.95
 DECODE_ATTENTION = "sdpa_grouped_decode"  # see grouped_decode_attention
 MEMORY_SHARE = 0.6  # of the free RAM (or GPU memory) that a batch's KV caches and activations may take
+AUDIBLE_DB = -20.0  # a span of song this far below the whole song's RMS level is a rest: the floor leaves it empty
+FLOOR_STEP = PPQ // 2  # the floor's notes go on a beat or a half beat
 
 
 # the switches for the kinds beside colour notes: --bombs/--no-bombs ...
@@ -181,6 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="no span of one beat holds more notes than this (rounded down), in every difficulty; default by "
         "difficulty, about human maps' busiest beats: "
         + ", ".join(f"{name} {cap}" for name, cap in PEAK_NOTES_PER_BEAT.items()),
+    )
+    parser.add_argument(
+        "--floor-beats",
+        type=_non_negative,
+        help="the density floor: every span of this many beats in which the music plays holds at least one note; "
+        "where the model wrote none, one goes on the span's strongest onset (0: no floor); default by "
+        "difficulty: " + ", ".join(f"{name} {beats}" for name, beats in FLOOR_BEATS.items()),
     )
     for kind, what in SWITCHES.items():
         parser.add_argument(
@@ -566,6 +577,43 @@ class Window(NamedTuple):
     start: int  # the window's first beat in the song
     ticks: int  # ticks the window spans (chunk_beats * PPQ): the grammar's grid ends there
     prompt: np.ndarray  # [tokens] int64: prompt_tokens of the window's audio
+    floor: dict[int, int] = {}  # the density floor in window ticks: {a span's chosen tick: the span's first tick}
+
+
+Floor = list[tuple[float, float]]  # (first beat of a span where the music plays, the beat its floor note takes)
+
+
+def floor_beats(mono: np.ndarray, beats: TempoMap, span_beats: float, song_beats: float) -> Floor:
+    """mono: [n] float at OUTPUT_RATE, beat 0 at sample 0 -> for every span of span_beats beats (from beat 0)
+    whose RMS level is within AUDIBLE_DB of the whole song's, the beat or half beat in it (from
+    MIN_NOTE_SECONDS on) with the strongest onset. No spans for span_beats 0."""
+    if span_beats <= 0:
+        return []
+    starts = np.arange(0.0, song_beats, span_beats)  # [spans] first beat of each
+    # steps: [spans, k] the beats and half beats of each span, NaN where past the song or too early to play
+    steps = starts[:, None] + np.arange(0.0, span_beats, FLOOR_STEP / PPQ)[None, :]
+    steps[(steps >= song_beats) | (steps < beats.beat_at(MIN_NOTE_SECONDS))] = np.nan
+    strength = onset_strengths(mono, OUTPUT_RATE, beats.seconds_at(np.nan_to_num(steps, nan=-1.0).ravel()))
+    strength = np.where(np.isnan(steps), -np.inf, strength.reshape(steps.shape))  # [spans, k]
+    edges = np.round(beats.seconds_at(np.r_[starts, starts[-1] + span_beats]) * OUTPUT_RATE).astype(np.int64)
+    song_rms = np.sqrt(np.mean(np.square(mono, dtype=np.float64)))
+    floor = []
+    for i, start in enumerate(starts.tolist()):
+        part = mono[edges[i] : edges[i + 1]]
+        rms = np.sqrt(np.mean(np.square(part, dtype=np.float64))) if part.size else 0.0
+        if rms > song_rms * 10 ** (AUDIBLE_DB / 20) and np.isfinite(strength[i]).any():
+            floor.append((start, float(steps[i, int(np.argmax(strength[i]))])))
+    return floor
+
+
+def window_floor(floor: Floor, start: int, chunk_beats: int) -> dict[int, int]:
+    """The floor's spans whose note falls in the window from beat `start` -> {its tick: its span's first tick},
+    in window ticks (a span that began before the window begins with it)."""
+    return {
+        round((beat - start) * PPQ): max(0, round((first - start) * PPQ))
+        for first, beat in floor
+        if start <= beat < start + chunk_beats
+    }
 
 
 def song_windows(
@@ -575,15 +623,25 @@ def song_windows(
     difficulties: list[str],
     chunk_beats: int,
     frame_rate: float,
+    floors: dict[str, Floor] | None = None,
 ) -> list[Window]:
     """codes: [frames, 2] of the whole (padded) song, beat 0 at frame 0; silence: [2], the codec's silent
-    frame, which fills the last window past the song's end as in training -> a window per chunk_beats
-    beats per difficulty, laid out as training laid them out (window_codes)."""
+    frame, which fills the last window past the song's end as in training; floors: {difficulty: its density
+    floor} (floor_beats) -> a window per chunk_beats beats per difficulty, laid out as training laid them out
+    (window_codes)."""
+    floors = floors or {}
     windows = []
     for start in range(0, math.ceil(tempo.beat_at(len(codes) / frame_rate)), chunk_beats):
         window, markers = window_codes(codes, silence, tempo, start, chunk_beats, frame_rate)  # [frames, 2]
         windows += [
-            Window(name, start, chunk_beats * PPQ, prompt_tokens(window, name, markers)) for name in difficulties
+            Window(
+                name,
+                start,
+                chunk_beats * PPQ,
+                prompt_tokens(window, name, markers),
+                window_floor(floors.get(name, []), start, chunk_beats),
+            )
+            for name in difficulties
         ]
     return windows
 
@@ -631,6 +689,11 @@ def level_objects(
     return level, progress.seconds
 
 
+def floor_span(difficulty: str, floor_beats: float | None = None) -> float:
+    """The density floor's span in beats: the one given (0: none), else the difficulty's default."""
+    return FLOOR_BEATS[difficulty] if floor_beats is None else floor_beats
+
+
 def beat_caps(difficulties: list[str], max_notes_per_beat: float | None = None) -> list[float]:
     """Each difficulty's cap on notes in one beat: the one given, else its default."""
     return [max_notes_per_beat or PEAK_NOTES_PER_BEAT[name] for name in difficulties]
@@ -669,7 +732,7 @@ def decode(
         attention_mask[r, length - len(window.prompt) :] = 1
     caps = beat_caps([w.difficulty for w in batch], max_notes_per_beat)  # per row: notes in one beat
     budget = min(decode_budget(chunk_beats, max(caps), kinds), info.get("max_seq_length", 1 << 30) - length)
-    grammar = NoteGrammar(length, [w.ticks for w in batch], caps, kinds)
+    grammar = NoteGrammar(length, [w.ticks for w in batch], caps, kinds, [w.floor for w in batch])
     output = model.generate(
         input_ids=input_ids.to(model.device),
         attention_mask=attention_mask.to(model.device),
@@ -805,6 +868,7 @@ def level_info(args: argparse.Namespace, info: dict, tempo: Tempo, kinds: Sequen
         "tempo": tempo.tracker,
         "lights": args.lights,
         "objects": list(kinds),
+        "floorBeats": {d: floor_span(d, args.floor_beats) for d in args.difficulty},
     }
     name = args.song_name or title or Path(args.song).stem
     return LevelInfo(name, args.song_author or artist, cover, lights=args.lights, seed=args.seed, generator=generator)
@@ -855,9 +919,12 @@ def map_song(args: argparse.Namespace, report: Report = silent, models: dict | N
     codes = song_codes(tokenizer, mono, report)  # [frames, 2] int16, beat 0 at frame 0
     laps.lap("encodec")
     frame_rate = info["codec"]["frame_rate"]
-    windows = song_windows(codes, tokenizer.silence_codes(), beats, args.difficulty, info["chunk_beats"], frame_rate)
-    sampling = sampling_options(args.temperature, args.top_p, args.compile)
     song_beats = beats.beat_at(len(codes) / frame_rate)
+    floors = {d: floor_beats(mono, beats, floor_span(d, args.floor_beats), song_beats) for d in args.difficulty}
+    windows = song_windows(
+        codes, tokenizer.silence_codes(), beats, args.difficulty, info["chunk_beats"], frame_rate, floors
+    )
+    sampling = sampling_options(args.temperature, args.top_p, args.compile)
     level, decoding = level_objects(
         model, windows, info, sampling, args.batch_size, args.max_notes_per_beat, song_beats, report, kinds
     )

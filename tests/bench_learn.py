@@ -98,6 +98,9 @@ def codec_report(train_zips: list[Path], held_out_zips: list[Path]) -> dict[str,
     }
 
 
+NO_FLOOR = ("--floor-beats", "0")  # what the model learned, without the density floor's onset notes
+
+
 def map_song(model_dir: Path, level_path: Path, out: Path, *extra: str) -> dict[str, Objects]:
     """infer.py (with these extra arguments) on a song with its BPM (and beat 0 at 0 s) given -> {difficulty:
     objects}."""
@@ -262,14 +265,14 @@ def main() -> int:
             ):
                 work = root / "maps" / name / path.stem
                 work.mkdir(parents=True, exist_ok=True)
-                runs[name][path.stem] = map_song(folder, path, work, *extra)
+                runs[name][path.stem] = map_song(folder, path, work, *NO_FLOOR, *extra)
             for name, maps in grid_baselines(path).items():
                 runs[name][path.stem] = maps
         lengths = {p.stem: audio_beats(p) for p in held_out}
         scores = {name: score_maps(maps, truth, lengths, args.chunk_beats) for name, maps in runs.items()}
         # the trained model on songs it trained on: high here but low held out means it memorised
         seen = train_zips[: args.held_out]
-        maps = {p.stem: map_song(model_dir, p, (root / "maps" / "seen" / p.stem)) for p in seen}
+        maps = {p.stem: map_song(model_dir, p, (root / "maps" / "seen" / p.stem), *NO_FLOOR) for p in seen}
         lengths = {p.stem: audio_beats(p) for p in seen}
         seen_scores = score_maps(maps, {p.stem: load_level(p) for p in seen}, lengths, args.chunk_beats)
 

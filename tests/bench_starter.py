@@ -1,6 +1,6 @@
 """The starter model judged on real songs it never saw.
 
-    python tests/bench_starter.py [--model output/starter] [--held-out data/starter-held-out]
+    python tests/bench_starter.py [--model output/starter] [--held-out data/starter-held-out] [--floor-beats N]
 
 Songs: the LMMS demo songs held out of the starter's corpus (utils.py realsongs' fixed split by
 name), scored against the notes their own drum tracks give (timing F1); and the human fixture maps
@@ -116,6 +116,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=STARTER_DIR, help="the model to judge")
     p.add_argument("--held-out", default="data/starter-held-out", help="the LMMS songs held out of its corpus")
+    p.add_argument("--floor-beats", help="passed to infer.py (default: its own, by difficulty; 0: no density floor)")
     args = p.parse_args()
     start = time.perf_counter()
     sets = {"held-out LMMS": sorted(Path(args.held_out).glob("*.zip")), "human fixtures": human_songs()}
@@ -128,7 +129,8 @@ def main() -> None:
         for set_name, paths in sets.items():
             for path in paths:
                 onsets = song_onsets(load_level(path))
-                mapped = map_song(Path(args.model), path, Path(tmp) / path.stem)
+                extra = ("--floor-beats", args.floor_beats) if args.floor_beats is not None else ()
+                mapped = map_song(Path(args.model), path, Path(tmp) / path.stem, *extra)
                 # ours: {difficulty: colour notes}; the other kinds are counted per second of song
                 ours = {d: objects.notes for d, objects in mapped.items()}
                 for d, objects in mapped.items():

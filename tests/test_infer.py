@@ -208,6 +208,44 @@ def test_max_notes_per_beat_caps_every_beat_and_spreads_the_notes():
         assert len(beats) >= 8 * cap - 2  # not one burst: about the cap in every beat
 
 
+def test_the_density_floor_puts_a_note_in_every_empty_span_and_nowhere_else():
+    generator = torch.Generator().manual_seed(0)
+    ticks = 8 * 48  # 8 beats, a floor span of 2 beats: its note on the second half beat of each span
+    grid = torch.tensor([TIME.start + t for t in range(0, ticks, 12)])
+    ids = torch.cat([grid, torch.tensor([NOTES_START])]).repeat(2, 1)
+    floor = {first + 72: first for first in range(0, ticks, 96)}
+    grammar = NoteGrammar(ids.shape[1], [ticks] * 2, 4, floors=[floor, {}])
+    for _ in range(200):
+        scores = torch.randn(2, 15_000, generator=generator)
+        scores[:, NOTE.start : NOTE.stop] -= 30  # a model that would write no note at all
+        ids = torch.cat([ids, torch.multinomial(grammar(ids, scores).softmax(-1), 1, generator=generator)], 1)
+    floored, free = (ids[r, len(grid) + 1 :].tolist() for r in range(2))
+    assert EOS in floored and EOS in free
+    assert [n.tick for n in generated_notes(floored)] == sorted(floor)  # one note per span, at its chosen tick
+    assert generated_notes(free) == []
+
+
+def test_the_density_floor_leaves_a_span_the_model_filled_and_rests_alone():
+    from levels.package import OUTPUT_RATE
+    from maps import TempoMap
+
+    # 12 s at 120 BPM: a click on every beat, one loud hit on beat 13.5, and 4 s of silence from 8 s (beats 16-23)
+    mono = np.zeros(12 * OUTPUT_RATE, np.float32)
+    for beat in [*range(16), 13.5]:
+        at = round(beat / 2 * OUTPUT_RATE)
+        mono[at : at + 400] += (0.9 if beat == 13.5 else 0.2) * np.hanning(400)
+    mono[round(10 * OUTPUT_RATE) :] += 0.05 * np.sin(np.arange(2 * OUTPUT_RATE) * 0.3)  # a tone after the rest
+    beats = TempoMap.steady(120)
+    floor = infer.floor_beats(mono, beats, 4, 24)
+    starts = [first for first, _ in floor]
+    assert starts == [0, 4, 8, 12, 20]  # beats 16-19 are silent: no floor note in a rest
+    assert all(first <= beat < first + 4 for first, beat in floor)
+    assert dict(floor)[12] == 13.5  # the span's strongest onset, a half beat
+    assert all(beat >= 3 for _, beat in floor)  # none in the first MIN_NOTE_SECONDS (1.5 s = 3 beats)
+    assert infer.window_floor(floor, 8, 8) == {round((dict(floor)[8] - 8) * 48): 0, 5 * 48 + 24: 4 * 48}
+    assert infer.floor_beats(mono, beats, 0, 24) == []
+
+
 def test_lm_head_is_cut_to_the_token_space_exactly(untrained):
     from transformers import AutoModelForCausalLM
 
@@ -388,8 +426,10 @@ def test_untrained_model_gives_a_playable_level_bsmap_loads(tmp_path, untrained,
         "tempo",
         "lights",
         "objects",
+        "floorBeats",
     }
     assert generator["objects"] == ["note"]  # its training maps held colour notes only
+    assert generator["floorBeats"] == {"Normal": 4, "Expert": 2, "ExpertPlus": 2}  # the density floor's defaults
     assert generator["aiGenerated"] is True and generator["tokenSpaceVersion"] == TOKEN_SPACE_VERSION
     assert generator["model"] == "trained"  # a starter model's levels say "starter (...)"
     assert (generator["seed"], generator["temperature"], generator["lights"]) == (0, 1.0, "full")
