@@ -50,6 +50,7 @@ REPAIRS = (
     "parity flips",
 )
 OBJECT_REPAIRS = (
+    "early bombs and walls dropped",
     "bombs in a hand's way dropped",
     "walls cut short of a note",
     "walls dropped",
@@ -217,7 +218,8 @@ def repair_objects(
 ) -> tuple[Objects, Counter]:
     """A level's objects -> (objects a player can play, repairs by kind in REPAIRS + OBJECT_REPAIRS).
 
-    The notes go through repair(); then walls outside the lanes, too short or hiding notes (wall_fits) are
+    The notes go through repair(); then, with a tempo, bombs and walls that start in the first MIN_NOTE_SECONDS
+    are dropped as early notes are; walls outside the lanes, too short or hiding notes (wall_fits) are
     dropped and a wall over a note cut to end at it (dropped when too short); bombs where a hand sweeps or
     under a wall dropped; arcs and chains follow their notes as repaired (an arc needs both ends, of one
     colour and in order; a chain its head, an arrow whose cut points at its tail), else they are dropped.
@@ -225,12 +227,18 @@ def repair_objects(
     """
     notes, repairs = repair(objects.notes, tempo, max_notes_per_beat)
     repairs.update({kind: 0 for kind in OBJECT_REPAIRS})
-    fitting = [w for w in sorted(set(objects.obstacles)) if wall_fits(w)]
+    first_beat = tempo.beat_at(MIN_NOTE_SECONDS) if tempo is not None else 0.0
+    timely = [w for w in sorted(set(objects.obstacles)) if w.beat >= first_beat]
+    on_time = [b for b in sorted(set(objects.bombs)) if b.beat >= first_beat]
+    repairs["early bombs and walls dropped"] = (
+        len(set(objects.obstacles)) - len(timely) + len(set(objects.bombs)) - len(on_time)
+    )
+    fitting = [w for w in timely if wall_fits(w)]
     walls = [w for w in map(lambda w: _wall_kept(w, notes), fitting) if w is not None]
-    repairs["walls dropped"] = len(objects.obstacles) - len(walls)
+    repairs["walls dropped"] = len(timely) - len(walls)
     repairs["walls cut short of a note"] = sum(w not in fitting for w in walls)
-    bombs = [b for b in sorted(set(objects.bombs)) if bomb_clear(b, notes, walls)]
-    repairs["bombs in a hand's way dropped"] = len(objects.bombs) - len(bombs)
+    bombs = [b for b in on_time if bomb_clear(b, notes, walls)]
+    repairs["bombs in a hand's way dropped"] = len(on_time) - len(bombs)
     by_slot = {(*slot(n), n.color): n for n in notes}
     arcs = [
         arc._replace(head=by_slot[(*slot(arc.head), arc.head.color)], tail=by_slot[(*slot(arc.tail), arc.tail.color)])

@@ -430,6 +430,19 @@ def test_repair_keeps_bombs_walls_arcs_and_chains_to_the_rules_of_play():
     assert [(c.tail_x, c.tail_y) for c in kept.chains] == [(3, 2)] and repairs["broken chains dropped"] == 1
 
 
+def test_bombs_and_walls_in_the_first_seconds_are_dropped_as_early_notes_are():
+    from levels.playability import repair_objects
+    from maps import Bomb, Obstacle, Objects, TempoMap
+
+    # at 120 BPM the first 1.5 s are beats 0-3: the player is not ready for a wall or a bomb there
+    objects = Objects(
+        [Note(4, 1, 0, 0, 1)], [Bomb(1, 0, 0), Bomb(5, 3, 2)], [Obstacle(0, 2, 0, 0, 1, 5), Obstacle(5, 1, 0, 0, 1, 5)]
+    )
+    kept, repairs = repair_objects(objects, TempoMap.steady(120))
+    assert kept.bombs == [Bomb(5, 3, 2)] and kept.obstacles == [Obstacle(5, 1, 0, 0, 1, 5)]
+    assert repairs["early bombs and walls dropped"] == 2
+
+
 def test_a_chain_whose_head_parity_flips_turns_with_it():
     from levels.playability import repair_objects
     from maps import DOWN, LEFT, RIGHT, UP, Objects
