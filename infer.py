@@ -920,7 +920,9 @@ def map_song(args: argparse.Namespace, report: Report = silent, models: dict | N
     laps.lap("encodec")
     frame_rate = info["codec"]["frame_rate"]
     song_beats = beats.beat_at(len(codes) / frame_rate)
-    floors = {d: floor_beats(mono, beats, floor_span(d, args.floor_beats), song_beats) for d in args.difficulty}
+    spans = {d: floor_span(d, args.floor_beats) for d in args.difficulty}
+    by_span = {span: floor_beats(mono, beats, span, song_beats) for span in set(spans.values())}
+    floors = {d: by_span[span] for d, span in spans.items()}  # {difficulty: its density floor}
     windows = song_windows(
         codes, tokenizer.silence_codes(), beats, args.difficulty, info["chunk_beats"], frame_rate, floors
     )

@@ -432,7 +432,7 @@ def test_repair_keeps_bombs_walls_arcs_and_chains_to_the_rules_of_play():
 
 def test_bombs_and_walls_in_the_first_seconds_are_dropped_as_early_notes_are():
     from levels.playability import repair_objects
-    from maps import Bomb, Obstacle, Objects, TempoMap
+    from maps import Bomb, Objects, Obstacle, TempoMap
 
     # at 120 BPM the first 1.5 s are beats 0-3: the player is not ready for a wall or a bomb there
     objects = Objects(
