@@ -14,8 +14,9 @@ from maps import BEATS_PER_BAR, DOWN, UP, Arc, Bomb, Chain, MapError, Note, Obst
 RED_COLUMNS, BLUE_COLUMNS = (0, 1), (2, 3)  # the left hand's columns, the right hand's
 # the corpus rules' version, written in each corpus level's Info.dat (_customData[RULES_KEY]); a corpus level
 # written by older rules is rewritten (a real song's render kept). 2: bombs, walls, arcs and chains; 3: synthetic
-# bombs on cowbells, arcs inside a phrase, a chain on each upward note of a fill
-CORPUS_RULES = 3
+# bombs on cowbells, arcs inside a phrase, a chain on each upward note of a fill; 4: a trial, reverted; 5: the
+# LMMS corpus's arcs in Expert only
+CORPUS_RULES = 5
 RULES_KEY = "_corpusRules"
 
 

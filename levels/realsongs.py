@@ -177,7 +177,9 @@ def project_objects(project: Project, notes: list[Note], expert_notes: list[Note
     - walls: through each bar without a lead hit between the first and last note (rest_walls), and a duck
       wall over each bar where the Expert notes run DENSE_BAR_NOTES or more;
     - bombs: on each bar's first hat on an off-beat half with no lead hit on it, where no hand sweeps;
-    - arcs: a colour's notes ARC_BEATS apart (slow passages) joined;
+    - arcs (Expert): a colour's notes ARC_BEATS apart (slow passages) joined; in the human fixture maps only
+      Expert and ExpertPlus hold arcs, and in Normal, a note on each kick with the hands alternating, this
+      rule would join nearly every note;
     - chains (Expert): an upward note followed by two or more lead hits within ROLL_TICKS (a roll the
       notes skip) heads a chain through the roll."""
     lead = np.unique(np.concatenate([project.onsets.get(k, np.zeros(0, np.int64)) for k in LEAD_DRUMS]))
@@ -198,7 +200,8 @@ def project_objects(project: Project, notes: list[Note], expert_notes: list[Note
         notes,
         objects.obstacles,
     )
-    objects.arcs = arcs_where(notes, lambda head, tail: ARC_BEATS[0] <= tail.beat - head.beat <= ARC_BEATS[1])
+    slow = lambda head, tail: ARC_BEATS[0] <= tail.beat - head.beat <= ARC_BEATS[1]  # noqa: E731
+    objects.arcs = arcs_where(notes, slow) if expert else []
     if expert:
         for note in notes:
             tick = round(note.beat * LMMS_TICKS_PER_BEAT)

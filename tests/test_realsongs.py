@@ -94,7 +94,7 @@ def test_the_level_carries_every_kind_of_object_by_the_rules(tmp_path):
     assert [w.beat for w in expert.obstacles if w.height < 5] == [4.0]  # a duck wall over the dense bar
     assert expert.bombs and all(b.beat % 1 == 0.5 for b in expert.bombs)  # on off-beat hats
     assert [c.head.beat for c in expert.chains] == [25.0]  # the roll the notes skip
-    assert normal.arcs or expert.arcs
+    assert expert.arcs and not normal.arcs  # arcs are Expert's, as in the human maps
     assert not normal.chains  # chains are Expert's
     for diff in level.difficulties:
         objects = Objects(diff.notes, diff.bombs, diff.obstacles, diff.arcs, diff.chains)
@@ -126,7 +126,11 @@ def test_a_level_older_rules_wrote_gets_new_level_files_and_keeps_its_render(tmp
     assert read_level_file(out / "Beats.zip", "song.egg") == b"the render"
     new = load_level(out / "Beats.zip")
     assert [d.notes for d in new.difficulties] == [d.notes for d in old.difficulties]
-    assert any(d.arcs for d in new.difficulties)  # the new rules' objects
+    fresh = project_level(read_project(projects / "Beats.mmpz"))  # what the rules write now
+    kinds = ("bombs", "obstacles", "arcs", "chains")
+    assert [[getattr(d, k) for k in kinds] for d in new.difficulties] == [
+        [getattr(d, k) for k in kinds] for d in fresh.difficulties
+    ]
     assert realsongs.write_real_corpus(out, projects_dir=tmp_path / "projects") == (1, 0)  # current now: kept
 
 
