@@ -443,10 +443,15 @@ def _onset_envelope(onset_audio: np.ndarray) -> np.ndarray:
     )
 
 
-def onset_strengths(samples: np.ndarray, sample_rate: int, times: np.ndarray) -> np.ndarray:
-    """samples: [n] mono; times: [k] seconds -> [k] float: the strongest onset (spectral flux above its local
-    mean) within GRID_REACH envelope frames of each time; 0 past the song's end."""
-    peaks = _onset_peaks(_onset_envelope(_resampled(samples, sample_rate, ONSET_RATE)), GRID_REACH)  # [frames]
+def onset_peaks(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """samples: [n] mono -> [frames] float at ENVELOPE_RATE: the strongest onset (spectral flux above its local
+    mean) within GRID_REACH envelope frames of each frame."""
+    return _onset_peaks(_onset_envelope(_resampled(samples, sample_rate, ONSET_RATE)), GRID_REACH)
+
+
+def onset_strengths(peaks: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """peaks: [frames] (onset_peaks); times: [k] seconds -> [k] float: the onset peak at each time; 0 past the
+    song's end."""
     frames = np.round(np.asarray(times, dtype=np.float64) * ENVELOPE_RATE).astype(np.int64)
     inside = (frames >= 0) & (frames < peaks.size)
     return np.where(inside, peaks[np.clip(frames, 0, peaks.size - 1)], 0.0)

@@ -40,6 +40,7 @@ from audio import (
     estimate_first_beat,
     estimate_tempo,
     load_audio,
+    onset_peaks,
     onset_strengths,
     song_tags,
     truncation,
@@ -583,17 +584,21 @@ class Window(NamedTuple):
 Floor = list[tuple[float, float]]  # (first beat of a span where the music plays, the beat its floor note takes)
 
 
-def floor_beats(mono: np.ndarray, beats: TempoMap, span_beats: float, song_beats: float) -> Floor:
-    """mono: [n] float at OUTPUT_RATE, beat 0 at sample 0 -> for every span of span_beats beats (from beat 0)
-    whose RMS level is within AUDIBLE_DB of the whole song's, the beat or half beat in it (from
-    MIN_NOTE_SECONDS on) with the strongest onset. No spans for span_beats 0."""
+def floor_beats(
+    mono: np.ndarray, beats: TempoMap, span_beats: float, song_beats: float, peaks: np.ndarray | None = None
+) -> Floor:
+    """mono: [n] float at OUTPUT_RATE, beat 0 at sample 0; peaks: its onset_peaks, where already found ->
+    for every span of span_beats beats (from beat 0) whose RMS level is within AUDIBLE_DB of the whole
+    song's, the beat or half beat in it (from MIN_NOTE_SECONDS on) with the strongest onset. No spans for
+    span_beats 0."""
     if span_beats <= 0:
         return []
+    peaks = onset_peaks(mono, OUTPUT_RATE) if peaks is None else peaks  # [frames]
     starts = np.arange(0.0, song_beats, span_beats)  # [spans] first beat of each
     # steps: [spans, k] the beats and half beats of each span, NaN where past the song or too early to play
     steps = starts[:, None] + np.arange(0.0, span_beats, FLOOR_STEP / PPQ)[None, :]
     steps[(steps >= song_beats) | (steps < beats.beat_at(MIN_NOTE_SECONDS))] = np.nan
-    strength = onset_strengths(mono, OUTPUT_RATE, beats.seconds_at(np.nan_to_num(steps, nan=-1.0).ravel()))
+    strength = onset_strengths(peaks, beats.seconds_at(np.nan_to_num(steps, nan=-1.0).ravel()))
     strength = np.where(np.isnan(steps), -np.inf, strength.reshape(steps.shape))  # [spans, k]
     edges = np.round(beats.seconds_at(np.r_[starts, starts[-1] + span_beats]) * OUTPUT_RATE).astype(np.int64)
     song_rms = np.sqrt(np.mean(np.square(mono, dtype=np.float64)))
@@ -920,9 +925,8 @@ def map_song(args: argparse.Namespace, report: Report = silent, models: dict | N
     laps.lap("encodec")
     frame_rate = info["codec"]["frame_rate"]
     song_beats = beats.beat_at(len(codes) / frame_rate)
-    spans = {d: floor_span(d, args.floor_beats) for d in args.difficulty}
-    by_span = {span: floor_beats(mono, beats, span, song_beats) for span in set(spans.values())}
-    floors = {d: by_span[span] for d, span in spans.items()}  # {difficulty: its density floor}
+    peaks = onset_peaks(mono, OUTPUT_RATE)  # [frames] the song's onsets, once for every difficulty's floor
+    floors = {d: floor_beats(mono, beats, floor_span(d, args.floor_beats), song_beats, peaks) for d in args.difficulty}
     windows = song_windows(
         codes, tokenizer.silence_codes(), beats, args.difficulty, info["chunk_beats"], frame_rate, floors
     )

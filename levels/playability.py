@@ -228,17 +228,15 @@ def repair_objects(
     notes, repairs = repair(objects.notes, tempo, max_notes_per_beat)
     repairs.update({kind: 0 for kind in OBJECT_REPAIRS})
     first_beat = tempo.beat_at(MIN_NOTE_SECONDS) if tempo is not None else 0.0
-    timely = [w for w in sorted(set(objects.obstacles)) if w.beat >= first_beat]
-    on_time = [b for b in sorted(set(objects.bombs)) if b.beat >= first_beat]
-    repairs["early bombs and walls dropped"] = (
-        len(set(objects.obstacles)) - len(timely) + len(set(objects.bombs)) - len(on_time)
-    )
-    fitting = [w for w in timely if wall_fits(w)]
+    early_walls = sum(w.beat < first_beat for w in objects.obstacles)
+    early_bombs = sum(b.beat < first_beat for b in objects.bombs)
+    repairs["early bombs and walls dropped"] = early_walls + early_bombs
+    fitting = [w for w in sorted(set(objects.obstacles)) if w.beat >= first_beat and wall_fits(w)]
     walls = [w for w in map(lambda w: _wall_kept(w, notes), fitting) if w is not None]
-    repairs["walls dropped"] = len(timely) - len(walls)
+    repairs["walls dropped"] = len(objects.obstacles) - early_walls - len(walls)
     repairs["walls cut short of a note"] = sum(w not in fitting for w in walls)
-    bombs = [b for b in on_time if bomb_clear(b, notes, walls)]
-    repairs["bombs in a hand's way dropped"] = len(on_time) - len(bombs)
+    bombs = [b for b in sorted(set(objects.bombs)) if b.beat >= first_beat and bomb_clear(b, notes, walls)]
+    repairs["bombs in a hand's way dropped"] = len(objects.bombs) - early_bombs - len(bombs)
     by_slot = {(*slot(n), n.color): n for n in notes}
     arcs = [
         arc._replace(head=by_slot[(*slot(arc.head), arc.head.color)], tail=by_slot[(*slot(arc.tail), arc.tail.color)])

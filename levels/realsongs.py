@@ -200,9 +200,8 @@ def project_objects(project: Project, notes: list[Note], expert_notes: list[Note
         notes,
         objects.obstacles,
     )
-    slow = lambda head, tail: ARC_BEATS[0] <= tail.beat - head.beat <= ARC_BEATS[1]  # noqa: E731
-    objects.arcs = arcs_where(notes, slow) if expert else []
     if expert:
+        objects.arcs = arcs_where(notes, lambda head, tail: ARC_BEATS[0] <= tail.beat - head.beat <= ARC_BEATS[1])
         for note in notes:
             tick = round(note.beat * LMMS_TICKS_PER_BEAT)
             roll = lead[(lead > tick) & (lead <= tick + ROLL_TICKS)]

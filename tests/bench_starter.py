@@ -120,6 +120,7 @@ def main() -> None:
     args = p.parse_args()
     start = time.perf_counter()
     sets = {"held-out LMMS": sorted(Path(args.held_out).glob("*.zip")), "human fixtures": human_songs()}
+    extra = ("--floor-beats", args.floor_beats) if args.floor_beats is not None else ()  # infer.py's flags
     if not any(sets.values()):
         raise SystemExit("bench_starter.py: no songs: build the corpus (train.py --starter) and/or ../shared")
     rows: dict[str, dict[str, list[dict]]] = {name: {} for name in sets}
@@ -129,7 +130,6 @@ def main() -> None:
         for set_name, paths in sets.items():
             for path in paths:
                 onsets = song_onsets(load_level(path))
-                extra = ("--floor-beats", args.floor_beats) if args.floor_beats is not None else ()
                 mapped = map_song(Path(args.model), path, Path(tmp) / path.stem, *extra)
                 # ours: {difficulty: colour notes}; the other kinds are counted per second of song
                 ours = {d: objects.notes for d, objects in mapped.items()}
