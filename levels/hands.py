@@ -15,8 +15,8 @@ RED_COLUMNS, BLUE_COLUMNS = (0, 1), (2, 3)  # the left hand's columns, the right
 # the corpus rules' version, written in each corpus level's Info.dat (_customData[RULES_KEY]); a corpus level
 # written by older rules is rewritten (a real song's render kept). 2: bombs, walls, arcs and chains; 3: synthetic
 # bombs on cowbells, arcs inside a phrase, a chain on each upward note of a fill; 4: a trial, reverted; 5: the
-# LMMS corpus's arcs in Expert only
-CORPUS_RULES = 5
+# LMMS corpus's arcs in Expert only; 6: the LMMS corpus's bombs one per 4-bar phrase (was one per bar)
+CORPUS_RULES = 6
 RULES_KEY = "_corpusRules"
 
 

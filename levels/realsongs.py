@@ -54,6 +54,7 @@ FIRST_NOTE_SECONDS = 1.5  # as infer.py: no note before this much audio
 DENSE_BAR_NOTES = 8  # a bar with at least this many Expert notes runs eighths or faster: a duck wall
 ARC_BEATS = (2.0, 4.0)  # a colour's notes this far apart (slow passages) are joined by an arc
 ROLL_TICKS = LMMS_TICKS_PER_BEAT // 4  # lead hits this close after a note make a roll: it heads a chain
+BOMB_PHRASE_BARS = 4  # at most one bomb per 4-bar phrase (human maps hold 0-0.1 bombs a second, most none)
 
 
 class ProjectError(Exception):
@@ -176,7 +177,9 @@ def project_objects(project: Project, notes: list[Note], expert_notes: list[Note
     """A difficulty's notes and the other objects the project's drums call for (levels.hands):
     - walls: through each bar without a lead hit between the first and last note (rest_walls), and a duck
       wall over each bar where the Expert notes run DENSE_BAR_NOTES or more;
-    - bombs: on each bar's first hat on an off-beat half with no lead hit on it, where no hand sweeps;
+    - bombs: on the first hat of each BOMB_PHRASE_BARS-bar phrase that falls on an off-beat half with no lead
+      hit on it, after the first note and where no hand sweeps (a bomb a bar, the rule until corpus rules 6,
+      taught the starter a steady bomb a bar on every song);
     - arcs (Expert): a colour's notes ARC_BEATS apart (slow passages) joined; in the human fixture maps only
       Expert and ExpertPlus hold arcs, and in Normal, a note on each kick with the hands alternating, this
       rule would join nearly every note;
@@ -194,12 +197,11 @@ def project_objects(project: Project, notes: list[Note], expert_notes: list[Note
     objects.obstacles += [duck_wall(int(bar)) for bar in np.flatnonzero(per_bar >= DENSE_BAR_NOTES)]
     hats = project.onsets.get("hat", np.zeros(0, np.int64))
     offbeat = hats[(hats % LMMS_TICKS_PER_BEAT == LMMS_TICKS_PER_BEAT // 2) & ~np.isin(hats, lead)]
-    firsts = offbeat[np.unique(offbeat // bar_ticks, return_index=True)[1]] if len(offbeat) else offbeat
-    objects.bombs = bombs_on(
-        [t / LMMS_TICKS_PER_BEAT for t in firsts.tolist() if t / LMMS_TICKS_PER_BEAT >= notes[0].beat],
-        notes,
-        objects.obstacles,
-    )
+    beats = [t / LMMS_TICKS_PER_BEAT for t in offbeat.tolist() if t / LMMS_TICKS_PER_BEAT >= notes[0].beat]
+    # clear: a bomb on each of those off-beat hats where no hand sweeps; each phrase's first one stays
+    clear = bombs_on(beats, notes, objects.obstacles)
+    phrase_firsts = {int(b.beat // (BOMB_PHRASE_BARS * BEATS_PER_BAR)): b for b in reversed(clear)}
+    objects.bombs = sorted(phrase_firsts.values())
     if expert:
         objects.arcs = arcs_where(notes, lambda head, tail: ARC_BEATS[0] <= tail.beat - head.beat <= ARC_BEATS[1])
         for note in notes:

@@ -92,7 +92,7 @@ def test_the_level_carries_every_kind_of_object_by_the_rules(tmp_path):
     rests = [w for w in expert.obstacles if w.height == 5]
     assert sorted((w.beat, w.x) for w in rests) == [(12.0, 0), (16.0, 3)]  # through the rest bars, lane by lane
     assert [w.beat for w in expert.obstacles if w.height < 5] == [4.0]  # a duck wall over the dense bar
-    assert expert.bombs and all(b.beat % 1 == 0.5 for b in expert.bombs)  # on off-beat hats
+    assert [b.beat for b in expert.bombs] == [3.5, 16.5]  # each 4-bar phrase's first clear off-beat hat from beat 3
     assert [c.head.beat for c in expert.chains] == [25.0]  # the roll the notes skip
     assert expert.arcs and not normal.arcs  # arcs are Expert's, as in the human maps
     assert not normal.chains  # chains are Expert's
