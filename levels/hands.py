@@ -15,8 +15,10 @@ RED_COLUMNS, BLUE_COLUMNS = (0, 1), (2, 3)  # the left hand's columns, the right
 # the corpus rules' version, written in each corpus level's Info.dat (_customData[RULES_KEY]); a corpus level
 # written by older rules is rewritten (a real song's render kept). 2: bombs, walls, arcs and chains; 3: synthetic
 # bombs on cowbells, arcs inside a phrase, a chain on each upward note of a fill; 4: a trial, reverted; 5: the
-# LMMS corpus's arcs in Expert only; 6: the LMMS corpus's bombs one per 4-bar phrase (was one per bar)
-CORPUS_RULES = 6
+# LMMS corpus's arcs in Expert only; 6: the LMMS corpus's bombs one per 4-bar phrase (was one per bar); 7: the
+# synthetic fills in the middle row, every note of a fill heading a chain (was its upward notes only), and the
+# cowbell (the bombs' cue) three times as loud
+CORPUS_RULES = 7
 RULES_KEY = "_corpusRules"
 
 
@@ -87,3 +89,10 @@ def arcs_where(notes: list[Note], joins: Callable[[Note, Note], bool]) -> list[A
 def up_chain(note: Note, beats: float) -> Chain | None:
     """A chain of 3 slices from an upward note to the top row of its column, `beats` long (None otherwise)."""
     return Chain(note, note.beat + beats, note.x, 2, 3, 1.0) if note.direction == UP and note.y < 2 else None
+
+
+def edge_chain(note: Note, beats: float) -> Chain | None:
+    """A chain of 3 slices from an up or down arrow to the top or bottom row of its column, along its cut,
+    `beats` long (None for any other note, or one already on that row)."""
+    row = {UP: 2, DOWN: 0}.get(note.direction)
+    return Chain(note, note.beat + beats, note.x, row, 3, 1.0) if row is not None and note.y != row else None

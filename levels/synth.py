@@ -6,10 +6,11 @@ import math
 import os
 from pathlib import Path
 
+import msgspec
 import numpy as np
 
 from audio import ogg_vorbis
-from levels.hands import arcs_where, bombs_on, duck_wall, notes_on, rest_walls, rules_data, up_chain
+from levels.hands import arcs_where, bombs_on, duck_wall, edge_chain, notes_on, rest_walls, rules_data
 from levels.kits import kit_sounds
 from levels.package import write_zip
 from maps import (
@@ -100,7 +101,8 @@ def _hard_drum_sounds(rng: np.random.Generator) -> dict[str, np.ndarray]:
     t, env = _envelope(0.25, 18)
     sounds["open hat"] = 0.15 * np.diff(rng.standard_normal(t.size + 1)) * env
     t, env = _envelope(0.2, 25)
-    sounds["bell"] = 0.25 * sum(np.sign(np.sin(2 * np.pi * f * t)) for f in (540.0, 800.0)) * env  # an 808 cowbell
+    # an 808 cowbell, loud enough that the random test codec tells it from the hats on its off-beats
+    sounds["bell"] = 0.75 * sum(np.sign(np.sin(2 * np.pi * f * t)) for f in (540.0, 800.0)) * env
     return sounds
 
 
@@ -241,11 +243,23 @@ def _hard_objects(
       cowbell where no hand sweeps (playability.bomb_clear);
     - arcs in sparse sections: each note there joined to its colour's previous note when that is in the
       same phrase (PHRASE_BARS bars, which every window of whole phrases holds whole);
-    - chains on fills: each upward note of a phrase's closing run of sixteenths heads a chain to the top
-      row, 1/8 beat long, in 3 slices."""
+    - chains on fills: the notes of a phrase's closing run of sixteenths sit in the middle row, and each
+      heads a chain along its cut to the top or bottom row, 1/8 beat long, in 3 slices (every note of the
+      fill, so where the chains fall follows the music, not the hands' down-up phase)."""
     bars = range(LEAD_IN_BARS, len(styles))
     walls = rest_walls(bar for bar in bars if styles[bar] == "rest")
     walls += [duck_wall(bar) for bar in bars if styles[bar] == "dense"]
+    closing = range(LEAD_IN_BARS + PHRASE_BARS - 1, len(styles), PHRASE_BARS)
+    fills = [
+        (start, start + 1)  # the bar's last beat, when it runs four sixteenths
+        for start in (bar * BEATS_PER_BAR + 3 for bar in closing)
+        if sum(start <= b < start + 1 and kind in LEAD for b, kind in hits) == 4
+    ]
+
+    def in_fill(note: Note) -> bool:
+        return any(start <= note.beat < end for start, end in fills)
+
+    notes = [msgspec.structs.replace(n, y=1) if in_fill(n) else n for n in notes]
     bells = [beat for beat, kind in hits if kind == "bell" and beat >= LEAD_IN_BARS * BEATS_PER_BAR]
     bombs = bombs_on(bells, notes, walls)
 
@@ -256,11 +270,7 @@ def _hard_objects(
         return styles[int(note.beat // BEATS_PER_BAR)] == "sparse" and phrase(head) == phrase(note)
 
     arcs = arcs_where(notes, sparse)
-    chains = []
-    for bar in range(LEAD_IN_BARS + PHRASE_BARS - 1, len(styles), PHRASE_BARS):
-        fill = (bar * BEATS_PER_BAR + 3, (bar + 1) * BEATS_PER_BAR)  # the bar's last beat
-        if sum(fill[0] <= b < fill[1] and kind in LEAD for b, kind in hits) == 4:  # a run of sixteenths
-            chains += filter(None, (up_chain(n, 0.125) for n in notes if fill[0] <= n.beat < fill[1]))
+    chains = [c for c in (edge_chain(n, 0.125) for n in notes if in_fill(n)) if c is not None]
     return Objects(notes, bombs, walls, arcs, chains)
 
 

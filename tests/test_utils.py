@@ -456,3 +456,23 @@ def test_a_chain_whose_head_parity_flips_turns_with_it():
     assert [n.direction for n in kept.notes] == [DOWN, UP, RIGHT, LEFT]  # beats 5 and 7 flipped
     assert (heads[5].head.direction, heads[5].tail_x, heads[5].tail_y) == (UP, 1, 2)  # mirrored: up to the top row
     assert 7 not in heads and repairs["broken chains dropped"] == 1  # its mirror (x -2) leaves the grid
+
+
+def test_a_hard_songs_fills_are_chains_on_every_note_in_the_middle_row():
+    heads = []
+    for index in range(4):
+        _, level = synth_level(index, seed=0, bars=24, hard=True)
+        normal, expert = level.difficulties
+        assert not normal.chains  # Normal plays the kicks on whole beats: no fills
+        by_beat: dict[int, list[float]] = {}
+        for chain in expert.chains:
+            head = chain.head
+            assert head in expert.notes and head.y == 1 and head.beat % 4 >= 3  # a fill: a bar's last beat
+            assert (chain.tail_x, chain.tail_y) == (head.x, 2 if head.direction == 0 else 0)  # along the cut
+            assert chain.tail_beat - head.beat == 0.125
+            by_beat.setdefault(int(head.beat), []).append(head.beat % 1)
+        for beat, offsets in by_beat.items():  # every sixteenth of the fill heads one, up or down alike
+            assert sorted(offsets) == [0, 0.25, 0.5, 0.75]
+            assert [n.beat for n in expert.notes if beat <= n.beat < beat + 1] == [beat + o for o in sorted(offsets)]
+        heads += expert.chains
+    assert {c.head.direction for c in heads} == {0, 1}  # the down-up phase no longer decides where they fall
