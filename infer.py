@@ -925,8 +925,10 @@ def map_song(args: argparse.Namespace, report: Report = silent, models: dict | N
     laps.lap("encodec")
     frame_rate = info["codec"]["frame_rate"]
     song_beats = beats.beat_at(len(codes) / frame_rate)
-    peaks = onset_peaks(mono, OUTPUT_RATE)  # [frames] the song's onsets, once for every difficulty's floor
-    floors = {d: floor_beats(mono, beats, floor_span(d, args.floor_beats), song_beats, peaks) for d in args.difficulty}
+    spans = {d: floor_span(d, args.floor_beats) for d in args.difficulty}  # {difficulty: floor span, 0 = off}
+    # peaks: [frames] the song's onsets, found once for every difficulty's floor, and only when one is on
+    peaks = onset_peaks(mono, OUTPUT_RATE) if any(span > 0 for span in spans.values()) else None
+    floors = {d: floor_beats(mono, beats, span, song_beats, peaks) for d, span in spans.items()}
     windows = song_windows(
         codes, tokenizer.silence_codes(), beats, args.difficulty, info["chunk_beats"], frame_rate, floors
     )

@@ -87,8 +87,8 @@ def arcs_where(notes: list[Note], joins: Callable[[Note, Note], bool]) -> list[A
 
 
 def up_chain(note: Note, beats: float) -> Chain | None:
-    """A chain of 3 slices from an upward note to the top row of its column, `beats` long (None otherwise)."""
-    return Chain(note, note.beat + beats, note.x, 2, 3, 1.0) if note.direction == UP and note.y < 2 else None
+    """edge_chain for an upward note only: to the top row of its column (None for any other note)."""
+    return edge_chain(note, beats) if note.direction == UP else None
 
 
 def edge_chain(note: Note, beats: float) -> Chain | None:
