@@ -52,7 +52,8 @@ LEAD_DRUMS = ("kick", "snare", "tom")  # the hits that carry notes, as in the sy
 MIN_LEAD_SPACING = LMMS_TICKS_PER_BEAT // 4  # Expert keeps no two notes closer than 1/4 beat (no rolls)
 FIRST_NOTE_SECONDS = 1.5  # as infer.py: no note before this much audio
 DENSE_BAR_NOTES = 8  # a bar with at least this many Expert notes runs eighths or faster: a duck wall
-ARC_BEATS = (2.0, 4.0)  # a colour's notes this far apart (slow passages) are joined by an arc
+ARC_BEATS = (2.0, 4.0)  # a colour's notes this far apart, under one held melodic note, are joined by an arc
+HELD_SLACK = LMMS_TICKS_PER_BEAT // 8  # a held note starts this close to an arc's head and lasts to its tail
 ROLL_TICKS = LMMS_TICKS_PER_BEAT // 4  # lead hits this close after a note make a roll: it heads a chain
 BOMB_PHRASE_BARS = 4  # at most one bomb per 4-bar phrase (human maps hold 0-0.1 bombs a second, most none)
 
@@ -68,6 +69,8 @@ class Project:
     beats_per_bar: int
     end_tick: int  # the last pattern's end
     onsets: dict[str, np.ndarray] = field(default_factory=dict)  # drum kind -> sorted unique onset ticks
+    # held: [notes, 2] int (start tick, end tick) of the melodic (non-drum) tracks' notes, sorted by start
+    held: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
 
     @property
     def name(self) -> str:
@@ -97,9 +100,13 @@ def drum_kind(track: ET.Element) -> str | None:
     return named or ("kick" if kicker else None)
 
 
+def _audible(pattern: ET.Element) -> list[ET.Element]:
+    return [n for n in pattern.findall("note") if float(n.get("vol", 100)) > 0]
+
+
 def _note_ticks(pattern: ET.Element) -> list[int]:
     """Onset ticks, inside the pattern, of its audible notes."""
-    return [int(n.get("pos", 0)) for n in pattern.findall("note") if float(n.get("vol", 100)) > 0]
+    return [int(n.get("pos", 0)) for n in _audible(pattern)]
 
 
 def _live(element: ET.Element) -> bool:
@@ -107,8 +114,9 @@ def _live(element: ET.Element) -> bool:
 
 
 def read_project(path: str | Path) -> Project:
-    """The project's tempo, bar length and its drum tracks' onset ticks (muted tracks and patterns
-    left out; beat/bassline patterns repeated over each of their placements on the song line)."""
+    """The project's tempo, bar length, its drum tracks' onset ticks (muted tracks and patterns left out;
+    beat/bassline patterns repeated over each of their placements on the song line) and the spans of its
+    melodic tracks' notes (the song line's instrument tracks that are not drums)."""
     path = Path(path)
     root = project_xml(path)
     head, song = root.find("head"), root.find("song/trackcontainer")
@@ -146,12 +154,25 @@ def read_project(path: str | Path) -> Project:
                 start, stop = int(placement.get("pos", 0)), int(placement.get("pos", 0)) + int(placement.get("len", 0))
                 for repeat in range(start, stop, length):
                     hits.setdefault(kind, []).extend(repeat + t for t in ticks if repeat + t < stop)
+    held = []
     for track in (t for t in tracks if t.get("type") == INSTRUMENT):
         kind = drum_kind(track)
-        for pattern in (p for p in track.findall("pattern") if _live(p)) if kind else ():
-            hits.setdefault(kind, []).extend(int(pattern.get("pos", 0)) + t for t in _note_ticks(pattern))
+        for pattern in (p for p in track.findall("pattern") if _live(p)):
+            start = int(pattern.get("pos", 0))
+            if kind:
+                hits.setdefault(kind, []).extend(start + t for t in _note_ticks(pattern))
+            else:
+                spans = ((start + int(n.get("pos", 0)), int(n.get("len", 0))) for n in _audible(pattern))
+                held.extend((tick, tick + length) for tick, length in spans if length > 0)
     onsets = {kind: np.unique(np.array(ticks, dtype=np.int64)) for kind, ticks in hits.items()}
-    return Project(path, bpm, numerator, end, onsets)
+    return Project(path, bpm, numerator, end, onsets, np.array(sorted(held), np.int64).reshape(-1, 2))
+
+
+def held_through(project: Project, head: Note, tail: Note) -> bool:
+    """Whether a melodic note starts within HELD_SLACK of head and sounds until tail (HELD_SLACK early)."""
+    start, end = (round(n.beat * LMMS_TICKS_PER_BEAT) for n in (head, tail))
+    near = project.held[np.abs(project.held[:, 0] - start) <= HELD_SLACK]
+    return bool(np.any(near[:, 1] >= end - HELD_SLACK))
 
 
 def lead_beats(project: Project, expert: bool) -> list[float]:
@@ -180,9 +201,11 @@ def project_objects(project: Project, notes: list[Note], expert_notes: list[Note
     - bombs: on the first hat of each BOMB_PHRASE_BARS-bar phrase that falls on an off-beat half with no lead
       hit on it, after the first note and where no hand sweeps (a bomb a bar, the rule until corpus rules 6,
       taught the starter a steady bomb a bar on every song);
-    - arcs (Expert): a colour's notes ARC_BEATS apart (slow passages) joined; in the human fixture maps only
-      Expert and ExpertPlus hold arcs, and in Normal, a note on each kick with the hands alternating, this
-      rule would join nearly every note;
+    - arcs (Expert): a colour's notes ARC_BEATS apart joined where a melodic note starts with the first and
+      is still held at the second (held_through): the arc follows a sustained sound. In the human fixture
+      maps only Expert and ExpertPlus hold arcs (most none; 0.2-1.7 a second where used); joining every
+      such pair without the held note (rules 5-7) gave 0.2-1.9 arcs a second, and in Normal nearly every
+      note would join;
     - chains (Expert): an upward note followed by two or more lead hits within ROLL_TICKS (a roll the
       notes skip) heads a chain through the roll."""
     lead = np.unique(np.concatenate([project.onsets.get(k, np.zeros(0, np.int64)) for k in LEAD_DRUMS]))
@@ -203,7 +226,12 @@ def project_objects(project: Project, notes: list[Note], expert_notes: list[Note
     phrase_firsts = {int(b.beat // (BOMB_PHRASE_BARS * BEATS_PER_BAR)): b for b in reversed(clear)}
     objects.bombs = sorted(phrase_firsts.values())
     if expert:
-        objects.arcs = arcs_where(notes, lambda head, tail: ARC_BEATS[0] <= tail.beat - head.beat <= ARC_BEATS[1])
+        objects.arcs = arcs_where(
+            notes,
+            lambda head, tail: (
+                ARC_BEATS[0] <= tail.beat - head.beat <= ARC_BEATS[1] and held_through(project, head, tail)
+            ),
+        )
         for note in notes:
             tick = round(note.beat * LMMS_TICKS_PER_BEAT)
             roll = lead[(lead > tick) & (lead <= tick + ROLL_TICKS)]

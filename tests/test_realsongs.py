@@ -59,6 +59,7 @@ def test_a_project_gives_its_tempo_and_drum_onsets(tmp_path, compressed):
     assert set(project.onsets) == {"kick", "snare"}  # the muted hats and the synth carry no notes
     assert project.onsets["kick"].tolist() == [48 * b for b in range(16)]
     assert project.onsets["snare"].tolist() == [72 + 96 * k for k in range(8)]  # the pattern over all 4 bars
+    assert project.held.tolist() == [[0, 96]]  # the synth's note, held 2 beats (the muted hats' note left out)
 
 
 def test_the_level_follows_the_rules_and_the_real_tempo(tmp_path):
@@ -76,13 +77,15 @@ def test_the_level_follows_the_rules_and_the_real_tempo(tmp_path):
 
 def _busy_project(tmp_path) -> Project:
     """8 bars at 120 BPM: kicks on the beats of bars 0-2 and 5-7 (bars 3-4 rest), bar 1 kicks and snares on every
-    eighth (a dense bar), off-beat hats throughout, and in bar 6 a snare roll: hits 4 and 8 ticks after beat 25."""
+    eighth (a dense bar), off-beat hats throughout, in bar 6 a snare roll: hits 4 and 8 ticks after beat 25, and
+    a pad's note held from beat 20 for 4 beats."""
     beat = LMMS_TICKS_PER_BEAT
     kicks = [beat * b for b in range(32) if not 12 <= b < 20]
     snares = [beat * 4 + beat // 2 + beat * b for b in range(4)] + [beat * 25 + 4, beat * 25 + 8]
     hats = [beat * b + beat // 2 for b in range(32)]
     ticks = {"kick": kicks, "snare": snares, "hat": hats}
-    return Project(tmp_path / "busy.mmpz", 120.0, 4, 32 * beat, {k: np.array(sorted(v)) for k, v in ticks.items()})
+    onsets = {k: np.array(sorted(v)) for k, v in ticks.items()}
+    return Project(tmp_path / "busy.mmpz", 120.0, 4, 32 * beat, onsets, np.array([[20 * beat, 24 * beat]]))
 
 
 def test_the_level_carries_every_kind_of_object_by_the_rules(tmp_path):
@@ -94,7 +97,8 @@ def test_the_level_carries_every_kind_of_object_by_the_rules(tmp_path):
     assert [w.beat for w in expert.obstacles if w.height < 5] == [4.0]  # a duck wall over the dense bar
     assert [b.beat for b in expert.bombs] == [3.5, 16.5]  # each 4-bar phrase's first clear off-beat hat from beat 3
     assert [c.head.beat for c in expert.chains] == [25.0]  # the roll the notes skip
-    assert expert.arcs and not normal.arcs  # arcs are Expert's, as in the human maps
+    # arcs are Expert's, as in the human maps, and only under the held note: from beat 20 to a note 2-4 beats on
+    assert expert.arcs and {a.head.beat for a in expert.arcs} == {20.0} and not normal.arcs
     assert not normal.chains  # chains are Expert's
     for diff in level.difficulties:
         objects = Objects(diff.notes, diff.bombs, diff.obstacles, diff.arcs, diff.chains)
