@@ -17,8 +17,9 @@ RED_COLUMNS, BLUE_COLUMNS = (0, 1), (2, 3)  # the left hand's columns, the right
 # bombs on cowbells, arcs inside a phrase, a chain on each upward note of a fill; 4: a trial, reverted; 5: the
 # LMMS corpus's arcs in Expert only; 6: the LMMS corpus's bombs one per 4-bar phrase (was one per bar); 7: the
 # synthetic fills in the middle row, every note of a fill heading a chain (was its upward notes only), and the
-# cowbell (the bombs' cue) three times as loud; 8: the LMMS corpus's arcs only under a held melodic note
-CORPUS_RULES = 8
+# cowbell (the bombs' cue) three times as loud; 8: the LMMS corpus's arcs only under a held melodic note; 9: a
+# crash opens every synthetic phrase, so the phrase an arc stays inside is heard in every window
+CORPUS_RULES = 9
 RULES_KEY = "_corpusRules"
 
 
