@@ -476,3 +476,27 @@ def test_a_hard_songs_fills_are_chains_on_every_note_in_the_middle_row():
             assert [n.beat for n in expert.notes if beat <= n.beat < beat + 1] == [beat + o for o in sorted(offsets)]
         heads += expert.chains
     assert {c.head.direction for c in heads} == {0, 1}  # the down-up phase no longer decides where they fall
+
+
+def test_a_hard_song_opens_every_phrase_with_a_crash_and_its_arcs_stay_inside_one():
+    from levels.synth import BEATS_PER_BAR, CRASH_PARTIALS, LEAD_IN_BARS, PHRASE_BARS, SYNTH_RATE
+
+    files, level = synth_level(1, seed=0, bars=24, hard=True)
+    samples = load_audio(files["song.egg"], SYNTH_RATE)
+
+    def band_energy(bar: int) -> float:  # the crash's band in the 30 ms after the bar's downbeat
+        start = round(bar * BEATS_PER_BAR * 60 / level.bpm * SYNTH_RATE)
+        spectrum = np.abs(np.fft.rfft(samples[start : start + int(0.03 * SYNTH_RATE)])) ** 2
+        freqs = np.fft.rfftfreq(int(0.03 * SYNTH_RATE), 1 / SYNTH_RATE)
+        return float(spectrum[(freqs >= min(CRASH_PARTIALS) - 100) & (freqs <= max(CRASH_PARTIALS) + 100)].sum())
+
+    bars = range(LEAD_IN_BARS, LEAD_IN_BARS + 24)
+    opening = [band_energy(b) for b in bars if (b - LEAD_IN_BARS) % PHRASE_BARS == 0]
+    inside = [band_energy(b) for b in bars if (b - LEAD_IN_BARS) % PHRASE_BARS]
+    assert min(opening) > 3 * max(inside)  # every phrase is heard to begin, whatever else plays on the downbeat
+
+    def phrase(beat: float) -> int:
+        return int(beat // BEATS_PER_BAR - LEAD_IN_BARS) // PHRASE_BARS
+
+    arcs = [arc for d in level.difficulties for arc in d.arcs]
+    assert arcs and all(phrase(a.head.beat) == phrase(a.tail.beat) for a in arcs)
