@@ -146,6 +146,11 @@ def _bar_lead(style: str, rng: np.random.Generator, ends_phrase: bool) -> list[t
     return hits
 
 
+def phrase_of(beat: float) -> int:
+    """The phrase (PHRASE_BARS bars, counted from the first after the lead-in) that holds this beat."""
+    return int(beat // BEATS_PER_BAR - LEAD_IN_BARS) // PHRASE_BARS
+
+
 def _hard_hits(rng: np.random.Generator, bars: int) -> tuple[list[tuple[float, str]], list[str]]:
     """((beat, instrument) of every hit of a hard song, the style of each bar): LEAD_IN_BARS bars of hats
     only, then sections of varied styles under hats (eighths, or sixteenths in busy sections), open
@@ -280,11 +285,8 @@ def _hard_objects(
     bells = [beat for beat, kind in hits if kind == "bell" and beat >= LEAD_IN_BARS * BEATS_PER_BAR]
     bombs = bombs_on(bells, notes, walls)
 
-    def phrase(note: Note) -> int:
-        return int(note.beat // BEATS_PER_BAR - LEAD_IN_BARS) // PHRASE_BARS
-
     def sparse(head: Note, note: Note) -> bool:
-        return styles[int(note.beat // BEATS_PER_BAR)] == "sparse" and phrase(head) == phrase(note)
+        return styles[int(note.beat // BEATS_PER_BAR)] == "sparse" and phrase_of(head.beat) == phrase_of(note.beat)
 
     arcs = arcs_where(notes, sparse)
     chains = [c for c in (edge_chain(n, 0.125) for n in notes if in_fill(n)) if c is not None]

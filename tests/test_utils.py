@@ -479,7 +479,7 @@ def test_a_hard_songs_fills_are_chains_on_every_note_in_the_middle_row():
 
 
 def test_a_hard_song_opens_every_phrase_with_a_crash_and_its_arcs_stay_inside_one():
-    from levels.synth import BEATS_PER_BAR, CRASH_PARTIALS, LEAD_IN_BARS, PHRASE_BARS, SYNTH_RATE
+    from levels.synth import BEATS_PER_BAR, CRASH_PARTIALS, LEAD_IN_BARS, PHRASE_BARS, SYNTH_RATE, phrase_of
 
     files, level = synth_level(1, seed=0, bars=24, hard=True)
     samples = load_audio(files["song.egg"], SYNTH_RATE)
@@ -495,8 +495,5 @@ def test_a_hard_song_opens_every_phrase_with_a_crash_and_its_arcs_stay_inside_on
     inside = [band_energy(b) for b in bars if (b - LEAD_IN_BARS) % PHRASE_BARS]
     assert min(opening) > 3 * max(inside)  # every phrase is heard to begin, whatever else plays on the downbeat
 
-    def phrase(beat: float) -> int:
-        return int(beat // BEATS_PER_BAR - LEAD_IN_BARS) // PHRASE_BARS
-
     arcs = [arc for d in level.difficulties for arc in d.arcs]
-    assert arcs and all(phrase(a.head.beat) == phrase(a.tail.beat) for a in arcs)
+    assert arcs and all(phrase_of(a.head.beat) == phrase_of(a.tail.beat) for a in arcs)
