@@ -930,3 +930,16 @@ def _tempo_change(
     if not changes or hits < max(CURVE_HIT, CURVE_GAIN * grid_hits):
         return None
     return times, curve_share, min(curve_share / STEADY_SHARE, level_margin / LEVEL_MARGIN, 1.0)
+
+
+if __name__ == "__main__":  # a library: --help (or no argument) says what it holds and which commands use it
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="A library with no command of its own: infer.py (tempo, encoding), train.py (encoding the corpus)"
+        " and utils.py use it.",
+    )
+    parser.parse_args()
+    parser.print_help()

@@ -1115,3 +1115,16 @@ def audio_masking_collator(batch: list[dict]) -> dict[str, torch.Tensor]:
     in_notes = torch.cumsum(input_ids == NOTES_START, dim=1) > 0  # [batch, longest]: from NOTES_START on
     labels = torch.where((is_note & in_notes | (input_ids == EOS)) & attention_mask.bool(), input_ids, -100)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+if __name__ == "__main__":  # a library: --help (or no argument) says what it holds and which commands use it
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="A library with no command of its own: train.py (datasets), infer.py (prompts and the decoding"
+        " grammar) and utils.py use it.",
+    )
+    parser.parse_args()
+    parser.print_help()

@@ -12,6 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = [
     ["install.py"],
     ["maps.py"],
+    ["data.py"],
+    ["audio.py"],
     ["scrape.py"],
     ["train.py"],
     ["infer.py"],
