@@ -1,6 +1,7 @@
 """Learnability: does the pipeline learn to put notes where the audio has them?
 
     python tests/bench_learn.py [--train-songs 128] [--held-out 8] [--bars 13] [--train-minutes 36] [--chunk-beats 8]
+    python tests/bench_learn.py --model KEPT/model [--temperature T] [--held-out-seed 3000]  # judge a kept model
 
 On CPU, end to end through the project's own entry points: a hard synthetic corpus
 (`utils.py synth --hard`: random tempi 60-200 BPM, rests, syncopation, triplets, fills,
@@ -232,17 +233,28 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--codec-embeddings", action=argparse.BooleanOptionalAction, default=True, help="train.py's flag")
     p.add_argument("--keep", help="keep the corpus and checkpoints in this folder")
+    p.add_argument("--model", help="judge this trained model (a kept run's, same corpus flags) instead of training")
+    p.add_argument("--temperature", help="infer.py's sampling temperature (default: its own)")
+    p.add_argument(
+        "--held-out-seed",
+        type=int,
+        help="seed of the held-out songs (default: --seed + 1000); another draws a tuning set (3000 chose the "
+        "default temperature), to choose decoding settings on without the held-out songs",
+    )
     args = p.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     start = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.keep or tmp)
-        train_zips = write_synth_corpus(root / "train", args.train_songs, args.seed, args.bars, hard=True)
-        held_out = write_synth_corpus(root / "held_out", args.held_out, args.seed + 1000, args.bars, hard=True)
+        # a judged model needs only the training songs the "seen songs" row maps
+        songs = args.held_out if args.model else args.train_songs
+        train_zips = write_synth_corpus(root / "train", songs, args.seed, args.bars, hard=True)
+        held_out_seed = args.seed + 1000 if args.held_out_seed is None else args.held_out_seed
+        held_out = write_synth_corpus(root / "held_out", args.held_out, held_out_seed, args.bars, hard=True)
         codec = codec_report(train_zips[:4], held_out[:4])
         print("codec check:", ", ".join(f"{k} {v:.3f}" for k, v in codec.items()), flush=True)
 
-        model_dir = root / "model"
+        model_dir = Path(args.model) if args.model else root / "model"
         argv = ["--data", str(root / "train"), "--small", "--codec-weights", "random", "--output-dir", str(model_dir)]
         argv += ["--cache-dir", str(root / "cache"), "--chunk-beats", str(args.chunk_beats), "--val-share", "0"]
         argv += ["--batch-size", str(args.batch_size), "--grad-accum", "1", "--learning-rate", str(args.learning_rate)]
@@ -251,10 +263,11 @@ def main() -> int:
         argv += ["--logging-steps", "25", "--save-steps", "1000000", "--seed", str(args.seed)]
         argv += [] if args.codec_embeddings else ["--no-codec-embeddings"]
         train_start = time.monotonic()
-        assert train.main(argv) == 0
+        assert args.model or train.main(argv) == 0
         train_minutes = (time.monotonic() - train_start) / 60
         untrained = untrained_checkpoint(model_dir, root / "untrained", args)
 
+        sampling = ("--temperature", args.temperature) if args.temperature else ()
         truth = {p.stem: load_level(p) for p in held_out}
         runs: dict[str, dict] = {"trained": {}, "untrained": {}, "every beat": {}, "every onset": {}}
         runs["trained int8"] = {}  # infer.py --quantize int8: what the faster, inexact CPU path costs
@@ -266,14 +279,14 @@ def main() -> int:
             ):
                 work = root / "maps" / name / path.stem
                 work.mkdir(parents=True, exist_ok=True)
-                runs[name][path.stem] = map_song(folder, path, work, *NO_FLOOR, *extra)
+                runs[name][path.stem] = map_song(folder, path, work, *NO_FLOOR, *sampling, *extra)
             for name, maps in grid_baselines(path).items():
                 runs[name][path.stem] = maps
         lengths = {p.stem: audio_beats(p) for p in held_out}
         scores = {name: score_maps(maps, truth, lengths, args.chunk_beats) for name, maps in runs.items()}
         # the trained model on songs it trained on: high here but low held out means it memorised
         seen = train_zips[: args.held_out]
-        maps = {p.stem: map_song(model_dir, p, (root / "maps" / "seen" / p.stem), *NO_FLOOR) for p in seen}
+        maps = {p.stem: map_song(model_dir, p, (root / "maps" / "seen" / p.stem), *NO_FLOOR, *sampling) for p in seen}
         lengths = {p.stem: audio_beats(p) for p in seen}
         seen_scores = score_maps(maps, {p.stem: load_level(p) for p in seen}, lengths, args.chunk_beats)
 
@@ -307,7 +320,9 @@ def main() -> int:
         and abs(ours["density ratio"] - 1) <= 0.15
         and ours["nps Normal"] < ours["nps Expert"]
     )
-    print(f"train.py took {train_minutes:.1f} min (encoding the songs included); target {'MET' if met else 'NOT met'}")
+    took = f"train.py took {train_minutes:.1f} min (encoding the songs included)"
+    took = f"judged {args.model}" if args.model else took
+    print(f"{took}; target {'MET' if met else 'NOT met'}")
     kinds = OBJECT_NAMES[1:]
     object_baseline = {k: max(objects[n][f"{k} f1"] for n in objects if not n.startswith("trained")) for k in kinds}
     objects_met = all(objects["trained"][f"{k} f1"] >= 0.7 for k in kinds) and ours["f1"] >= 0.9

@@ -1,6 +1,7 @@
 """The starter model judged on real songs it never saw.
 
     python tests/bench_starter.py [--model output/starter] [--held-out data/starter-held-out] [--floor-beats N]
+                                  [--temperature T]
 
 Songs: the LMMS demo songs held out of the starter's corpus (utils.py realsongs' fixed split by
 name), scored against the notes their own drum tracks give (timing F1); and the human fixture maps
@@ -117,10 +118,12 @@ def main() -> None:
     p.add_argument("--model", default=STARTER_DIR, help="the model to judge")
     p.add_argument("--held-out", default="data/starter-held-out", help="the LMMS songs held out of its corpus")
     p.add_argument("--floor-beats", help="passed to infer.py (default: its own, by difficulty; 0: no density floor)")
+    p.add_argument("--temperature", help="passed to infer.py (default: its own)")
     args = p.parse_args()
     start = time.perf_counter()
     sets = {"held-out LMMS": sorted(Path(args.held_out).glob("*.zip")), "human fixtures": human_songs()}
-    extra = ("--floor-beats", args.floor_beats) if args.floor_beats is not None else ()  # infer.py's flags
+    flags = {"--floor-beats": args.floor_beats, "--temperature": args.temperature}
+    extra = [part for flag, value in flags.items() if value is not None for part in (flag, value)]  # infer.py's
     if not any(sets.values()):
         raise SystemExit("bench_starter.py: no songs: build the corpus (train.py --starter) and/or ../shared")
     rows: dict[str, dict[str, list[dict]]] = {name: {} for name in sets}
