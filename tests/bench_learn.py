@@ -238,8 +238,8 @@ def main() -> int:
     p.add_argument(
         "--held-out-seed",
         type=int,
-        help="seed of the held-out songs (default: --seed + 1000); another draws a tuning set (3000 chose the "
-        "default temperature), to choose decoding settings on without the held-out songs",
+        help="seed of the held-out songs (default: --seed + 1000); another draws a tuning set (3000: the "
+        "temperature study in docs/quality.md), to choose decoding settings on without the held-out songs",
     )
     args = p.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
