@@ -1009,8 +1009,22 @@ class BeatDataset(torch.utils.data.Dataset):
         lo, hi = np.searchsorted(item.ticks, [start * PPQ, (start + self.rules.chunk_beats) * PPQ])
         return int(lo), int(hi)
 
+    def _token_bound(self, item: _Item, start: int) -> int:
+        """Tokens at most in the sequence of the item's chunk from beat `start`: audio codes, markers, then
+        at most one time token per marker and per object, its type and length."""
+        first, end = self._span(item, start)
+        lo, hi = self._notes_span(item, start)
+        markers = len(self._markers(item, start, end - first).ticks)
+        return FIXED_TOKENS + 2 * (end - first) + 2 * markers + 3 * (hi - lo)
+
+    def token_bounds(self) -> list[int]:
+        """[chunks]: each of this epoch's chunks' _token_bound; the audio's share, set by the song's tempo,
+        dominates, so chunks of one tempo come out alike (train.py batches them together)."""
+        return [self._token_bound(self.items[index], start) for index, start in self.chunks]
+
     def set_epoch(self, epoch: int) -> None:
         """Plan this epoch's chunks: self.chunks = [(item index, first beat)]."""
+        self.epoch = epoch
         rng = np.random.default_rng([self.rules.seed, epoch])
         bars_per_chunk = max(1, self.rules.chunk_beats // BEATS_PER_BAR)
         with_notes, empty, too_long = [], [], 0
@@ -1019,11 +1033,8 @@ class BeatDataset(torch.utils.data.Dataset):
             # within the song's whole bars, so that a song shorter than a chunk still gives one
             shift = int(rng.integers(max(1, min(bars_per_chunk, int(song_beats // BEATS_PER_BAR))))) * BEATS_PER_BAR
             for start in self._starts(item, shift):
-                first, end = self._span(item, start)
                 lo, hi = self._notes_span(item, start)
-                markers = len(self._markers(item, start, end - first).ticks)
-                # audio codes, markers, then at most one time token per marker and per object, its type and length
-                if FIXED_TOKENS + 2 * (end - first) + 2 * markers + 3 * (hi - lo) > self.rules.max_seq_length:
+                if self._token_bound(item, start) > self.rules.max_seq_length:
                     too_long += 1
                 else:
                     (with_notes if hi > lo else empty).append((index, start))

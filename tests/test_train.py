@@ -191,6 +191,41 @@ def test_split_is_by_song_and_seeded():
     assert train.split_songs(songs[:1], 0.5, seed=1) == (set(songs[:1]), set())  # never leaves training empty
 
 
+class _Plan:
+    """What SimilarLengths reads of a BeatDataset: this epoch's chunks' token bounds."""
+
+    def __init__(self, bounds: list[int]):
+        self.bounds, self.epoch = bounds, 0
+
+    def token_bounds(self) -> list[int]:
+        return self.bounds
+
+
+def test_length_grouped_batches_cover_every_row_once_with_little_padding():
+    rng = np.random.default_rng(0)
+    # four tempi (the audio sets a chunk's length) plus a few tokens of notes each
+    bounds = (rng.choice([480, 640, 900, 1300], 203) + rng.integers(0, 24, 203)).tolist()
+    plan, batch = _Plan(bounds), 4
+    sampler = train.SimilarLengths(plan, rows=203, batch_size=batch, seed=0)
+    rows = list(sampler)
+    assert sorted(rows) == list(range(203)) and len(sampler) == 203
+    lengths = np.asarray(bounds)[rows[:200]].reshape(-1, batch)  # the 50 whole batches; the short one comes last
+
+    def padded_share(lengths: np.ndarray) -> float:
+        return (lengths.max(1) * batch).sum() / lengths.sum()
+
+    random_order = np.asarray(bounds)[rng.permutation(203)[:200]].reshape(-1, batch)
+    assert padded_share(lengths) < 1.03 < 1.15 < padded_share(random_order)
+    # every batch is a random draw of one length, not the windows of one song in a row: batches come shuffled
+    assert np.abs(np.diff(lengths[:, 0])).max() > 300
+    assert np.asarray(bounds)[rows[:batch]].max() == max(bounds)  # a batch too long for memory fails at once
+    assert list(sampler) == rows  # one epoch, one order
+    plan.epoch = 1
+    assert list(sampler) != rows and sorted(sampler) == list(range(203))
+    # more rows than this epoch plans: IndexedChunks wraps them onto the plan, so do the bounds
+    assert sorted(train.SimilarLengths(_Plan(bounds[:150]), rows=203, batch_size=batch, seed=0)) == list(range(203))
+
+
 def test_time_limit_stops_training_once_the_budget_is_spent():
     import time
 
