@@ -573,7 +573,7 @@ class NoteTrainer(SFTTrainer):
         return metrics
 
     def _get_train_sampler(self, train_dataset=None) -> torch.utils.data.Sampler | None:
-        if self.train_chunks is None or train_dataset not in (None, self.train_dataset):
+        if self.train_chunks is None or train_dataset is not None and train_dataset is not self.train_dataset:
             return super()._get_train_sampler(train_dataset)
         return SimilarLengths(self.train_chunks, len(self.train_dataset), self.args.train_batch_size, self.args.seed)
 
