@@ -10,7 +10,7 @@ a small Qwen3 (~5M parameters) trains through train.py for a fixed time with the
 test codec; infer.py maps every held-out song with its BPM given; the scorecard compares
 each difficulty with the truth. Baselines in the same run: the same model untrained, a
 note on every beat, a note on every onset librosa finds; and the trained model through
-`infer.py --quantize int8`, the faster inexact CPU path. A last row maps as many songs the
+`infer.py --quantize int8`, the faster inexact CPU path. A last row maps 8 songs the
 model trained on: high there but low held out means it memorised, low on both means it has
 not learned to find hits at all. First, a check that the codec's tokens carry the drum hits
 (code changes at note frames, a linear probe fitted on training songs and scored on
@@ -230,7 +230,7 @@ def main() -> int:
     # 128 songs for 36 minutes (run 23): 64 songs overfit past 4 epochs (run 22); 18 minutes left bombs at F1 0.30
     p.add_argument("--train-songs", type=int, default=128)
     # 24 (run 30 on): with 8 a draw decided the rare kinds (runs 28 and 29: chains 0.596 and 0.872, one recipe)
-    p.add_argument("--held-out", type=int, default=24, help="held-out songs, scored in draws of 8 too")
+    p.add_argument("--held-out", type=int, default=24, help=f"held-out songs, also scored in draws of {DRAW}")
     p.add_argument("--bars", type=int, default=13, help="bars with notes after 2 lead-in (odd: last windows get notes)")
     p.add_argument("--train-minutes", type=float, default=36.0, help="optimizer steps stop after this")
     p.add_argument("--chunk-beats", type=int, default=8, help="train.py's --chunk-beats")
