@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from bench_starter import human_songs, reference_notes  # noqa: E402
 
 from audio import create_audio_tokenizer, load_audio  # noqa: E402
-from data import CodesCache  # noqa: E402
+from data import CODEBOOK_SIZE, CodesCache  # noqa: E402
 from maps import load_level, read_level_file  # noqa: E402
 
 CACHE_DIR = ROOT / "cache"  # train.py's default --cache-dir
@@ -56,6 +56,14 @@ def with_context(x: np.ndarray | sparse.csr_matrix) -> np.ndarray | sparse.csr_m
     return np.concatenate([x[rows] for rows in shifted], axis=1)
 
 
+def one_hot_codes(codes: np.ndarray) -> sparse.csr_matrix:
+    """codes: [frames, n_codebooks] -> [frames, n_codebooks * CODEBOOK_SIZE] float32, one 1 per codebook."""
+    frames, books = codes.shape
+    rows = np.repeat(np.arange(frames), books)
+    columns = (codes.astype(np.int64) + np.arange(books) * CODEBOOK_SIZE).ravel()
+    return sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, columns)), shape=(frames, books * CODEBOOK_SIZE))
+
+
 def song_features(path: Path, tokenizer) -> tuple[dict[str, np.ndarray | sparse.csr_matrix], np.ndarray]:
     """A level's song -> ({feature: [frames, d]}, hit: [frames] bool, a reference note starts there)."""
     import librosa
@@ -66,11 +74,8 @@ def song_features(path: Path, tokenizer) -> tuple[dict[str, np.ndarray | sparse.
     samples = load_audio(song, rate)
     cache = CodesCache(CACHE_DIR, tokenizer.cache_id, tokenizer.n_codebooks)  # train.py's: the corpus is there
     cached = cache.load(hashlib.sha1(song).hexdigest())
-    codes = (tokenizer.encode(samples[None]) if cached is None else cached).astype(np.int64)  # [frames, 2], 75/s
-    frames, books = codes.shape
-    size = tokenizer.model.config.codebook_size  # codes per codebook
-    rows, columns = np.repeat(np.arange(frames), books), (codes + np.arange(books) * size).ravel()
-    one_hot = sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, columns)), shape=(frames, books * size))
+    codes = tokenizer.encode(samples[None]) if cached is None else cached  # [frames, 2], 75 frames/s
+    frames = len(codes)
     mel = librosa.feature.melspectrogram(y=samples, sr=rate, n_fft=4 * hop, hop_length=hop, n_mels=MELS)
     log_mel = np.log(mel + 1e-6).T[:frames]  # [frames, MELS]
     onset = librosa.onset.onset_strength(y=samples, sr=rate, hop_length=hop)[:frames, None]  # [frames, 1]
@@ -79,7 +84,8 @@ def song_features(path: Path, tokenizer) -> tuple[dict[str, np.ndarray | sparse.
     hit = np.zeros(frames, dtype=bool)
     seconds = [n.beat * 60 / level.bpm for n in reference_notes(path)["Expert"]]
     hit[[f for f in (round(s * tokenizer.frame_rate) for s in seconds) if 0 <= f < frames]] = True
-    return {"codes": one_hot, "log-mel": log_mel.astype(np.float32), "onset": onset.astype(np.float32)}, hit
+    features = {"codes": one_hot_codes(codes), "log-mel": log_mel.astype(np.float32), "onset": onset.astype(np.float32)}
+    return features, hit
 
 
 def stack(songs: list[tuple[dict, np.ndarray]], feature: str) -> tuple[np.ndarray | sparse.csr_matrix, np.ndarray]:

@@ -69,34 +69,27 @@ DRAW = 8  # held-out songs per draw: the held-out set before run 30; each draw o
 def codec_report(train_zips: list[Path], held_out_zips: list[Path]) -> dict[str, float]:
     """How well the random codec's codes carry note onsets: code-change rates at note frames vs
     other frames, and the held-out ROC AUC of a logistic probe on one-hot codes of +-2 frames."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
+    from bench_codec import one_hot_codes, probe_auc  # here: bench_codec imports this module through bench_starter
 
     tokenizer = create_audio_tokenizer(weights="random", device="cpu")
 
-    def frames(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    def frames(path: Path) -> tuple[dict, np.ndarray, np.ndarray]:
         level = load_level(path)
         samples = load_audio(read_level_file(path, level.song_filename), tokenizer.sample_rate)
-        codes = tokenizer.encode(samples[None]).astype(np.int64)  # [frames, 2]
+        codes = tokenizer.encode(samples[None])  # [frames, 2]
         hit = np.zeros(len(codes), dtype=bool)  # [frames]: a note starts in this frame
         beats = {n.beat for d in level.difficulties for n in d.notes}
         hit[[f for f in (round(b * 60 / level.bpm * tokenizer.frame_rate) for b in beats) if f < len(codes)]] = True
-        one_hot = np.zeros((len(codes), 2048), dtype=np.float32)
-        one_hot[np.arange(len(codes)), codes[:, 0]] = one_hot[np.arange(len(codes)), 1024 + codes[:, 1]] = 1
-        context = np.concatenate([np.roll(one_hot, shift, axis=0) for shift in range(-2, 3)], axis=1)
         changed = np.r_[True, (codes[1:] != codes[:-1]).any(axis=1)]
-        return context, hit, changed
+        return {"codes": one_hot_codes(codes)}, hit, changed
 
     fit = [frames(p) for p in train_zips]
     test = [frames(p) for p in held_out_zips]
-    x, y = np.concatenate([f[0] for f in fit]), np.concatenate([f[1] for f in fit])
-    probe = LogisticRegression(max_iter=300, C=0.5).fit(x, y)
-    x_test, y_test = np.concatenate([f[0] for f in test]), np.concatenate([f[1] for f in test])
-    changed = np.concatenate([f[2] for f in test])
+    y_test, changed = np.concatenate([f[1] for f in test]), np.concatenate([f[2] for f in test])
     return {
         "codes change at note frames": float(changed[y_test].mean()),
         "codes change elsewhere": float(changed[~y_test].mean()),
-        "probe AUC (held-out songs)": float(roc_auc_score(y_test, probe.predict_proba(x_test)[:, 1])),
+        "probe AUC (held-out songs)": probe_auc([f[:2] for f in fit], [f[:2] for f in test], "codes"),
     }
 
 
